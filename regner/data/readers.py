@@ -1,0 +1,183 @@
+"""Readers for the supported file formats. Each returns ``list[Example]`` in canonical form.
+
+Every reader checks what it reads and raises :class:`DataError` naming file and line, because a
+silently misaligned span poisons every number computed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from regner.data.errors import DataError
+from regner.data.schemes import TagSchemeError, check_scheme_name, tags_to_spans
+from regner.data.types import Entity, Example
+
+log = logging.getLogger(__name__)
+
+_POSITION_DIGITS = re.compile(r"^(.+?)(\d+)$")
+
+
+def _open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", str(path))
+    if path.is_dir():
+        raise DataError("expected a file but found a directory", str(path))
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            yield number, line.rstrip("\r\n")
+
+
+def _json_object(path: Path, number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", str(path), number) from None
+    if not isinstance(record, dict):
+        raise DataError("expected a JSON object per line", str(path), number)
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise DataError('missing or non-string "text" field', str(path), number)
+    return record
+
+
+def _checked_entity(
+    text: str, start, end, type_, mention, path: Path, number: int
+) -> Entity:
+    """Validate one exclusive-end span against its text; ``mention`` may be None."""
+    if not isinstance(start, int) or not isinstance(end, int):
+        raise DataError(f"span [{start}, {end}] of type {type_!r} has non-integer offsets", str(path), number)
+    if not (0 <= start < end <= len(text)):
+        raise DataError(
+            f"span [{start}, {end}) of type {type_!r} is out of range for a text of {len(text)} characters",
+            str(path),
+            number,
+        )
+    if mention is not None and text[start:end] != mention:
+        raise DataError(
+            f"span [{start}, {end}) of type {type_!r} covers {text[start:end]!r} but the file says {mention!r}",
+            str(path),
+            number,
+        )
+    return Entity(start, end, str(type_))
+
+
+def read_cluener(path: str | Path, end_inclusive: bool = True) -> list[Example]:
+    """CLUENER JSON lines: ``{"text", "label": {type: {mention: [[start, end], ...]}}}``."""
+    path = Path(path)
+    examples = []
+    for number, line in _open_lines(path):
+        if not line.strip():
+            continue
+        record = _json_object(path, number, line)
+        text = record["text"]
+        labels = record.get("label") or {}
+        if not isinstance(labels, dict):
+            raise DataError('"label" must be an object {type: {mention: [[start, end], ...]}}', str(path), number)
+        entities = set()
+        for type_, mentions in labels.items():
+            if not isinstance(mentions, dict):
+                raise DataError(f'label {type_!r} must map mentions to offset lists', str(path), number)
+            for mention, offsets in mentions.items():
+                for pair in offsets:
+                    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                        raise DataError(f"offsets of {mention!r} must be [start, end] pairs", str(path), number)
+                    start, end = pair
+                    end = end + 1 if end_inclusive and isinstance(end, int) else end
+                    entities.add(_checked_entity(text, start, end, type_, mention, path, number))
+        examples.append(Example(text, sorted(entities), f"{path}:{number}"))
+    return examples
+
+
+def read_jsonl(path: str | Path, end_inclusive: bool = False) -> list[Example]:
+    """The canonical format: ``{"text", "entities": [{"start", "end", "type"[, "text"]}]}``."""
+    path = Path(path)
+    examples = []
+    for number, line in _open_lines(path):
+        if not line.strip():
+            continue
+        record = _json_object(path, number, line)
+        text = record["text"]
+        raw = record.get("entities") or []
+        if not isinstance(raw, list):
+            raise DataError('"entities" must be a list', str(path), number)
+        entities = set()
+        for item in raw:
+            if not isinstance(item, dict) or not {"start", "end", "type"} <= item.keys():
+                raise DataError('each entity needs "start", "end" and "type"', str(path), number)
+            end = item["end"] + 1 if end_inclusive and isinstance(item["end"], int) else item["end"]
+            entities.add(_checked_entity(text, item["start"], end, item["type"], item.get("text"), path, number))
+        examples.append(Example(text, sorted(entities), f"{path}:{number}"))
+    return examples
+
+
+def token_text(token: str, strip_position_digits: bool) -> str:
+    """The characters a CoNLL token stands for. Weibo writes ``科0``: a character plus its
+    position inside a word; the digits are stripped, keeping at least one character."""
+    if strip_position_digits:
+        match = _POSITION_DIGITS.match(token)
+        if match:
+            return match.group(1)
+    return token
+
+
+def read_conll(
+    path: str | Path,
+    scheme: str = "bio",
+    on_invalid: str = "repair",
+    strip_position_digits: bool = False,
+    token_column: int = 0,
+    tag_column: int = -1,
+) -> list[Example]:
+    """One ``token<whitespace>tag`` per line, a blank line between sentences.
+
+    Tokens are concatenated without separators (Chinese text); a token longer than one character
+    simply covers several characters, so spans stay exact in character offsets.
+    """
+    path = Path(path)
+    scheme = check_scheme_name(scheme, str(path))
+    examples: list[Example] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first_line = 0
+    repaired = 0
+
+    def flush() -> None:
+        nonlocal repaired
+        if not tokens:
+            return
+        try:
+            spans, problems = tags_to_spans(tags, scheme, on_invalid)
+        except TagSchemeError as err:
+            raise DataError(f"{err} (scheme {scheme})", str(path), first_line + err.index) from None
+        repaired += len(problems)
+        starts, text = [], ""
+        for token in tokens:
+            starts.append(len(text))
+            text += token
+        starts.append(len(text))
+        entities = sorted({Entity(starts[s], starts[e], t) for s, e, t in spans})
+        examples.append(Example(text, entities, f"{path}:{first_line}"))
+        tokens.clear()
+        tags.clear()
+
+    for number, line in _open_lines(path):
+        if not line.strip():
+            flush()
+            continue
+        fields = line.split()
+        if len(fields) < 2:
+            raise DataError(f"expected 'token tag' separated by whitespace, got {line!r}", str(path), number)
+        if not tokens:
+            first_line = number
+        tokens.append(token_text(fields[token_column], strip_position_digits))
+        tags.append(fields[tag_column])
+    flush()
+    if repaired:
+        log.warning("%s: repaired %d tag sequence(s) that broke the %s scheme", path, repaired, scheme)
+    return examples
+

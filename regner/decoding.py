@@ -1,0 +1,37 @@
+"""Scores to entities: threshold the valid spans, map to characters, merge windows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from regner.data.types import Entity
+from regner.features import Window, token_to_char_span
+
+
+def decode_scores(scores: torch.Tensor, mask: torch.Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int, float]]]:
+    """(type, start, end, score) per batch row for every valid span scoring above ``threshold``."""
+    hits = (scores > threshold) & mask
+    found: list[list[tuple[int, int, int, float]]] = [[] for _ in range(scores.shape[0])]
+    for b, t, s, e in torch.nonzero(hits).tolist():
+        found[b].append((t, s, e, float(scores[b, t, s, e])))
+    return found
+
+
+def merge_window_predictions(
+    windows: Sequence[Window], predictions: Sequence[Sequence[tuple[int, int, int, float]]],
+    labels: Sequence[str], n_examples: int,
+) -> list[dict[Entity, float]]:
+    """Union of the windows' character-level entities per example, keeping each one's best score."""
+    merged: list[dict[Entity, float]] = [{} for _ in range(n_examples)]
+    for window, found in zip(windows, predictions):
+        target = merged[window.example_index]
+        for t, s, e, score in found:
+            a, b = token_to_char_span(window.offsets, s, e)
+            if a >= b:
+                continue
+            entity = Entity(a, b, labels[t])
+            if score > target.get(entity, float("-inf")):
+                target[entity] = score
+    return merged

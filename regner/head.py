@@ -1,0 +1,91 @@
+"""GlobalPointer span heads: every (type, start, end) gets its own logit.
+
+Both heads rotate queries and keys with RoPE so that the start–end score depends on relative
+position, and both return raw fp32 scores of shape [batch, types, len, len]; masking is applied by
+the loss, the KL terms and the decoder (see :func:`span_mask`), which keeps masked values out of
+every exp/log.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def rope_tables(length: int, dim: int, device=None, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [length, dim] for interleaved pairs (x0, x1), (x2, x3), ..."""
+    if dim % 2:
+        raise ValueError(f"RoPE needs an even head size, got {dim}")
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    angles = angles.repeat_interleave(2, dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [..., length, dim] pairwise: (a, b) -> (a cos - b sin, b cos + a sin)."""
+    x32 = x.float()
+    rotated = torch.stack((-x32[..., 1::2], x32[..., 0::2]), dim=-1).reshape(x32.shape)
+    return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+def span_mask(token_mask: torch.Tensor) -> torch.Tensor:
+    """Valid spans [batch, 1, len, len]: both ends are real tokens and start <= end."""
+    valid = token_mask.bool()
+    pair = valid[:, None, :, None] & valid[:, None, None, :]
+    length = token_mask.shape[-1]
+    upper = torch.ones(length, length, dtype=torch.bool, device=token_mask.device).triu()
+    return pair & upper
+
+
+class GlobalPointer(nn.Module):
+    """One query/key projection per entity type (Su, 2021)."""
+
+    def __init__(self, hidden_size: int, num_types: int, head_size: int = 64, rope: bool = True):
+        super().__init__()
+        self.num_types, self.head_size, self.rope = num_types, head_size, rope
+        self.proj = nn.Linear(hidden_size, num_types * head_size * 2)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = hidden.shape
+        qk = self.proj(hidden).view(batch, length, self.num_types, 2, self.head_size)
+        q, k = qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)  # [B, T, L, D]
+        if self.rope:
+            cos, sin = rope_tables(length, self.head_size, hidden.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        return scores.float() / math.sqrt(self.head_size)
+
+
+class EfficientGlobalPointer(nn.Module):
+    """Shared start/end projection plus per-type start and end biases (Su, 2022): far fewer
+    parameters than :class:`GlobalPointer` for many types, usually with equal accuracy."""
+
+    def __init__(self, hidden_size: int, num_types: int, head_size: int = 64, rope: bool = True):
+        super().__init__()
+        self.num_types, self.head_size, self.rope = num_types, head_size, rope
+        self.proj = nn.Linear(hidden_size, head_size * 2)
+        self.type_bias = nn.Linear(head_size * 2, num_types * 2)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = hidden.shape
+        qk = self.proj(hidden)
+        q, k = qk[..., : self.head_size], qk[..., self.head_size :]
+        if self.rope:
+            cos, sin = rope_tables(length, self.head_size, hidden.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        shared = torch.matmul(q, k.transpose(-1, -2)).float() / math.sqrt(self.head_size)  # [B, L, L]
+        bias = self.type_bias(qk).float().transpose(1, 2) / 2  # [B, 2T, L]
+        start_bias, end_bias = bias[:, 0::2, :, None], bias[:, 1::2, None, :]
+        return shared[:, None] + start_bias + end_bias
+
+
+HEADS = {"globalpointer": GlobalPointer, "efficient": EfficientGlobalPointer}
+
+
+def build_head(kind: str, hidden_size: int, num_types: int, head_size: int = 64, rope: bool = True) -> nn.Module:
+    if kind not in HEADS:
+        raise ValueError(f"unknown head type {kind!r}; choose one of {sorted(HEADS)}")
+    return HEADS[kind](hidden_size, num_types, head_size, rope)

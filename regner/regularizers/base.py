@@ -1,0 +1,92 @@
+"""The one interface every regularizer implements.
+
+A regularizer owns the forward/backward work of a training step (FGM needs two backward passes,
+gradient penalty a second-order one), so :meth:`Regularizer.step` receives a :class:`TrainingStep`
+with everything it may need and calls ``step.backward`` itself. It returns the terms it computed,
+detached, for logging: always ``loss`` and ``ce``, plus its own extra term(s).
+
+Adding a regularizer: subclass :class:`Regularizer` in a new module and add a YAML file under
+``conf/regularizer/`` whose ``_target_`` names the class; Hydra instantiates it with the YAML keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from regner.loss import multilabel_crossentropy
+
+
+@dataclass
+class TrainingStep:
+    """One batch on the device, plus the model and the machinery a regularizer may use."""
+
+    model: Any
+    batch: dict[str, torch.Tensor]
+    targets: torch.Tensor  # [B, T, L, L] bool
+    mask: torch.Tensor  # [B, 1, L, L] bool, valid spans
+    kl: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor], None] = field(default=lambda loss: loss.backward())
+    autocast: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
+    grad_scale: float = 1.0  # loss scale applied by ``backward`` (fp16 GradScaler), 1 otherwise
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.batch["input_ids"]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self.batch["attention_mask"]
+
+    def embed(self) -> torch.Tensor:
+        """The embedding output (word embeddings fed to the encoder) for this batch."""
+        return self.model.embed(self.input_ids)
+
+    def scores(self, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        with self.autocast():
+            if inputs_embeds is None:
+                return self.model(self.input_ids, self.attention_mask)
+            return self.model(None, self.attention_mask, inputs_embeds=inputs_embeds)
+
+    def ce(self, scores: torch.Tensor) -> torch.Tensor:
+        return multilabel_crossentropy(scores, self.targets, self.mask)
+
+    def padding_mask(self, like: torch.Tensor) -> torch.Tensor:
+        """[B, L, 1] float mask of real positions, to keep perturbations off padding."""
+        return self.attention_mask.to(like.dtype).unsqueeze(-1)
+
+
+def per_sample_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x / ‖x‖ with the L2 norm taken over each sample (all but the batch dimension)."""
+    norm = x.flatten(1).norm(dim=1).clamp_min(eps)
+    return x / norm.view(-1, *([1] * (x.dim() - 1)))
+
+
+def per_sample_norm(x: torch.Tensor) -> torch.Tensor:
+    """‖x‖ per sample, shaped to broadcast against x."""
+    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+
+
+class Regularizer:
+    """Base class: plain training. Subclasses override :meth:`step`."""
+
+    name = "none"
+
+    def __init__(self, name: str | None = None, **knobs: Any):
+        if name is not None:
+            self.name = name
+        if knobs:
+            raise TypeError(f"regularizer {self.name!r} got unknown options {sorted(knobs)}")
+
+    def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
+        ce = step.ce(step.scores())
+        step.backward(ce)
+        return {"loss": ce.detach(), "ce": ce.detach()}
+
+    def __repr__(self) -> str:
+        knobs = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in knobs.items())})"

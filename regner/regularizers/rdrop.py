@@ -1,0 +1,31 @@
+"""R-Drop: two dropout samples of the same batch should agree.
+
+Both samples come from **one** forward of the doubled batch (dropout masks differ per row), which
+is cheaper than two forwards. Loss = mean CE of both + alpha · D(s1, s2) with the chosen KL.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from regner.regularizers.base import Regularizer, TrainingStep
+
+
+class RDrop(Regularizer):
+    name = "rdrop"
+
+    def __init__(self, alpha: float = 1.0, name: str | None = None):
+        super().__init__(name)
+        self.alpha = float(alpha)
+
+    def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
+        ids = torch.cat((step.input_ids, step.input_ids))
+        attention = torch.cat((step.attention_mask, step.attention_mask))
+        with step.autocast():
+            scores = step.model(ids, attention)
+        first, second = scores.chunk(2)
+        ce = (step.ce(first) + step.ce(second)) / 2
+        divergence = step.kl(first, second, step.mask)
+        loss = ce + self.alpha * divergence
+        step.backward(loss)
+        return {"loss": loss.detach(), "ce": ce.detach(), "kl": divergence.detach()}

@@ -1,0 +1,353 @@
+"""Training loop: data → encoder → head → loss/regularizer → optimizer, evaluated every epoch.
+
+The loop itself knows nothing about any particular regularizer: it builds a
+:class:`~regner.regularizers.base.TrainingStep` per batch and lets the regularizer do the
+forward/backward work, then clips, steps and schedules. Everything a run produces goes to its run
+directory: ``status.json`` first (``running``), ``history.jsonl`` after each evaluation, the best
+checkpoint, and ``metrics.json`` only when the run has finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from regner.batching import LengthBucketSampler, collate, dense_targets
+from regner.data.loading import DataSplits, load_splits
+from regner.data.types import Example
+from regner.decoding import decode_scores, merge_window_predictions
+from regner.encoder import build_encoder
+from regner.features import EncodingStats, Window, encode_examples
+from regner.head import span_mask
+from regner.metrics import seqeval_report, span_scores
+from regner.model import SpanModel
+from regner.regularizers.base import Regularizer, TrainingStep
+from regner.regularizers.kl import get_kl
+from regner.runio import METRICS_FILE, History, atomic_write_json, write_status
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not available."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"trainer.device={name} but CUDA is not available here; use trainer.device=cpu or auto")
+    return device
+
+
+def autocast_factory(device: torch.device, precision: str):
+    """A zero-argument context-manager factory for the configured mixed precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    return partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class EncodedSplit:
+    examples: list[Example]
+    windows: list[Window]
+    stats: EncodingStats
+
+
+def encode_split(name: str, examples: list[Example], tokenizer, label2id, cfg) -> EncodedSplit:
+    windows, stats = encode_examples(examples, tokenizer, label2id, cfg.max_length, cfg.window_overlap)
+    stats.report(name)
+    return EncodedSplit(examples, windows, stats)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: SpanModel, windows: list[Window], device: torch.device, batch_size: int,
+            threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0):
+    """(type, start, end, score) per window, batches sorted by length for speed."""
+    model.eval()
+    found: list[list[tuple[int, int, int, float]]] = [[] for _ in windows]
+    sampler = LengthBucketSampler([len(w) for w in windows], batch_size, shuffle=False)
+    for indices in sampler:
+        batch = to_device(collate([windows[i] for i in indices], pad_id), device)
+        with autocast():
+            scores = model(batch["input_ids"], batch["attention_mask"])
+        for i, row in zip(indices, decode_scores(scores.float(), span_mask(batch["token_mask"]), threshold)):
+            found[i] = row
+    return found
+
+
+def evaluate(model: SpanModel, split: EncodedSplit, device: torch.device, batch_size: int,
+             threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0, with_seqeval: bool = False):
+    """Entity scores of ``split`` against its gold, plus the merged predictions per example."""
+    found = predict(model, split.windows, device, batch_size, threshold, autocast, pad_id)
+    merged = merge_window_predictions(split.windows, found, model.labels, len(split.examples))
+    scores = span_scores([ex.entities for ex in split.examples], [list(m) for m in merged], model.labels)
+    if with_seqeval:
+        scores["seqeval"] = seqeval_report(split.examples, merged)
+    return scores, merged
+
+
+def build_optimizer(model: SpanModel, cfg) -> torch.optim.Optimizer:
+    """AdamW with its own learning rate for the head and no decay on biases and LayerNorm."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    head_lr = cfg.head_lr if cfg.get("head_lr") else cfg.lr
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = head_lr if name.startswith("head.") else cfg.lr
+        decay = 0.0 if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else cfg.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    params = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warmup to the configured rates over ``warmup_ratio`` of the steps, then linear decay to 0."""
+    warmup = int(total_steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+
+
+def instantiate_regularizer(cfg: DictConfig) -> Regularizer:
+    from hydra.utils import instantiate
+
+    regularizer = instantiate(cfg, _convert_="all")
+    if not isinstance(regularizer, Regularizer):
+        raise TypeError(f"{cfg._target_} is not a regner Regularizer")
+    return regularizer
+
+
+def run_metadata(cfg: DictConfig, splits: DataSplits) -> dict[str, Any]:
+    """What identifies this run in a report: dataset, encoder, regularizer with its knobs, KL, seed."""
+    knobs = {k: v for k, v in OmegaConf.to_container(cfg.regularizer, resolve=True).items() if k not in ("_target_", "name")}
+    return {"dataset": splits.name, "encoder": cfg.encoder.name, "head": cfg.head.type,
+            "regularizer": cfg.regularizer.name, "regularizer_config": knobs, "kl": cfg.kl.name,
+            "seed": cfg.seed, "alpha": cfg.get("alpha"), "precision": cfg.trainer.precision}
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+        self.tcfg = cfg.trainer
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, tcfg = self.cfg, self.tcfg
+        seed_everything(cfg.seed)
+        self.device = resolve_device(tcfg.device)
+        self.autocast = autocast_factory(self.device, tcfg.precision)
+        self.splits = load_splits(cfg.data, self.base_dir)
+        log.info("data %s", self.splits.summary())
+        self.tokenizer, encoder = build_encoder(cfg.encoder, (ex.text for ex in self.splits.train))
+        self.label2id = {label: i for i, label in enumerate(self.splits.labels)}
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.train_split = encode_split("train", self.splits.train, self.tokenizer, self.label2id, cfg.data)
+        self.dev_split = encode_split("dev", self.splits.dev, self.tokenizer, self.label2id, cfg.data)
+        self.test_split = (encode_split("test", self.splits.test, self.tokenizer, self.label2id, cfg.data)
+                           if self.splits.test else None)
+        seed_everything(cfg.seed)  # the head's init must not depend on how much data was read
+        self.model = SpanModel(encoder, self.splits.labels, cfg.head.type, cfg.head.head_size, cfg.head.rope).to(self.device)
+        self.regularizer = instantiate_regularizer(cfg.regularizer)
+        self.kl = get_kl(cfg.kl.name)
+        log.info("model: %s encoder (%.1fM parameters), %s head; regularizer %r, kl=%s",
+                 cfg.encoder.name, sum(p.numel() for p in self.model.parameters()) / 1e6,
+                 cfg.head.type, self.regularizer, cfg.kl.name)
+        self.sampler = LengthBucketSampler([len(w) for w in self.train_split.windows], tcfg.batch_size,
+                                           shuffle=True, seed=cfg.seed, bucket_batches=tcfg.bucket_batches)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_split.windows, batch_sampler=self.sampler, collate_fn=partial(collate, pad_id=self.pad_id),
+            num_workers=tcfg.num_workers, pin_memory=self.device.type == "cuda")
+        self.total_steps = len(self.sampler) * tcfg.max_epochs
+        self.optimizer = build_optimizer(self.model, tcfg)
+        self.scheduler = linear_schedule(self.optimizer, self.total_steps, tcfg.warmup_ratio)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
+
+    # -- one step ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        batch = to_device(batch, self.device)
+        size, length = batch["input_ids"].shape
+        targets = dense_targets(batch["spans"], size, len(self.label2id), length, self.device)
+        scaler = self.scaler
+        step = TrainingStep(
+            model=self.model, batch=batch, targets=targets, mask=span_mask(batch["token_mask"]), kl=self.kl,
+            backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
+            grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
+        terms = self.regularizer.step(step)
+        values = {k: float(v) for k, v in terms.items()}
+        if not math.isfinite(values["loss"]):
+            raise TrainingDiverged(
+                f"non-finite loss ({values['loss']}) at step {self.global_step + 1} with regularizer "
+                f"{self.regularizer.name} and kl={self.cfg.kl.name}; terms: {values}. Lower the learning rate or "
+                f"the regularizer strength, or use trainer.precision=fp32")
+        if self.tcfg.max_grad_norm:
+            scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.max_grad_norm)
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.train_tokens += int(batch["attention_mask"].sum())
+        return values
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg, tcfg = self.cfg, self.tcfg
+        start = time.perf_counter()
+        self.setup()
+        history = History(self.run_dir / "history.jsonl")
+        self.global_step, self.train_tokens, train_time = 0, 0, 0.0
+        best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+        progress = _progress(tcfg.progress)
+        with progress or contextlib.nullcontext():
+            for epoch in range(1, tcfg.max_epochs + 1):
+                self.sampler.set_epoch(epoch)
+                self.model.train()
+                sums: dict[str, float] = {}
+                epoch_start = time.perf_counter()
+                task = progress.add_task(f"epoch {epoch}/{tcfg.max_epochs}", total=len(self.sampler), info="") if progress else None
+                for batch_index, batch in enumerate(self.loader, start=1):
+                    values = self.training_step(batch)
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    if progress:
+                        progress.update(task, advance=1, info=f"loss {sums['loss'] / batch_index:.4f}")
+                    if tcfg.log_every and self.global_step % tcfg.log_every == 0:
+                        log.info("epoch %d step %d: %s", epoch, self.global_step,
+                                 ", ".join(f"{k} {v / batch_index:.4f}" for k, v in sums.items()))
+                if progress:
+                    progress.remove_task(task)
+                train_time += time.perf_counter() - epoch_start
+                dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
+                                  cfg.head.threshold, self.autocast, self.pad_id)
+                n_batches = len(self.sampler)
+                row = {"epoch": epoch, "step": self.global_step, "train": {k: v / n_batches for k, v in sums.items()},
+                       "dev": {k: dev[k] for k in ("precision", "recall", "f1")},
+                       "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
+                history.append(row)
+                improved = dev["f1"] > best_f1
+                log.info("epoch %d: dev P %.4f R %.4f F1 %.4f%s", epoch, dev["precision"], dev["recall"], dev["f1"],
+                         " (best)" if improved else "")
+                if improved:
+                    best_f1, best_epoch, stale = dev["f1"], epoch, 0
+                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+                    self.save_checkpoint(self.run_dir / "checkpoint")
+                else:
+                    stale += 1
+                    if tcfg.patience and stale >= tcfg.patience:
+                        log.info("early stopping: no dev F1 improvement for %d epochs", stale)
+                        break
+        self.model.load_state_dict(best_state)
+        return self.final_metrics(best_epoch, epoch, train_time, time.perf_counter() - start)
+
+    def save_checkpoint(self, directory: Path) -> None:
+        self.model.save_pretrained(directory, self.tokenizer, extra={
+            "max_length": self.cfg.data.max_length, "window_overlap": self.cfg.data.window_overlap,
+            "threshold": self.cfg.head.threshold})
+
+    def final_metrics(self, best_epoch: int, epochs: int, train_time: float, wall_time: float) -> dict[str, Any]:
+        kwargs = dict(device=self.device, batch_size=self.tcfg.eval_batch_size, threshold=self.cfg.head.threshold,
+                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True)
+        dev, _ = evaluate(self.model, self.dev_split, **kwargs)
+        test = evaluate(self.model, self.test_split, **kwargs)[0] if self.test_split else None
+        for name, split in (("dev", dev), ("test", test)):
+            if split is not None:
+                log.info("%s (best epoch %d): P %.4f R %.4f F1 %.4f\n%s", name, best_epoch, split["precision"],
+                         split["recall"], split["f1"], format_per_type(split))
+        return {
+            "status": "completed",
+            "run": run_metadata(self.cfg, self.splits),
+            "best_epoch": best_epoch, "epochs": epochs,
+            "dev": dev, "test": test,
+            "train": {"steps": self.global_step, "train_time_s": train_time, "wall_time_s": wall_time,
+                      "steps_per_s": self.global_step / train_time if train_time else 0.0,
+                      "tokens_per_s": self.train_tokens / train_time if train_time else 0.0,
+                      "peak_memory_mb": peak_memory_mb(self.device), "device": str(self.device)},
+            "encoding": {name: asdict(s.stats) for name, s in
+                         (("train", self.train_split), ("dev", self.dev_split), ("test", self.test_split)) if s},
+        }
+
+
+def format_per_type(scores: dict[str, Any]) -> str:
+    lines = [f"  {'type':<16}{'P':>8}{'R':>8}{'F1':>8}{'support':>9}"]
+    for label, row in scores["per_type"].items():
+        lines.append(f"  {label:<16}{row['precision']:>8.4f}{row['recall']:>8.4f}{row['f1']:>8.4f}{row['support']:>9}")
+    return "\n".join(lines)
+
+
+def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train, then write ``metrics.json``; ``status.json`` says ``failed`` (and why) if anything breaks."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_status(run_dir, "running")
+    try:
+        metrics = Trainer(cfg, run_dir, base_dir).fit()
+    except BaseException as err:
+        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+        raise
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    write_status(run_dir, "completed", dev_f1=metrics["dev"]["f1"])
+    return metrics
