@@ -1,7 +1,7 @@
 """GlobalPointer span heads: every (type, start, end) gets its own logit.
 
 Both heads rotate queries and keys with RoPE so that the start–end score depends on relative
-position, and both return raw fp32 scores of shape [batch, types, len, len]; masking is applied by
+position, and both return raw (at least) fp32 scores of shape [batch, types, len, len]; masking is applied by
 the loss, the KL terms and the decoder (see :func:`span_mask`), which keeps masked values out of
 every exp/log.
 """
@@ -13,20 +13,22 @@ import math
 import torch
 from torch import nn
 
+from regner.numerics import at_least_fp32
+
 
 def rope_tables(length: int, dim: int, device=None, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [length, dim] for interleaved pairs (x0, x1), (x2, x3), ..."""
     if dim % 2:
         raise ValueError(f"RoPE needs an even head size, got {dim}")
-    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim)
+    angles = (torch.arange(length, device=device, dtype=torch.float64)[:, None] * inv_freq[None, :]).float()
     angles = angles.repeat_interleave(2, dim=-1)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [..., length, dim] pairwise: (a, b) -> (a cos - b sin, b cos + a sin)."""
-    x32 = x.float()
+    x32 = at_least_fp32(x)
     rotated = torch.stack((-x32[..., 1::2], x32[..., 0::2]), dim=-1).reshape(x32.shape)
     return (x32 * cos + rotated * sin).to(x.dtype)
 
@@ -56,7 +58,7 @@ class GlobalPointer(nn.Module):
             cos, sin = rope_tables(length, self.head_size, hidden.device)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         scores = torch.matmul(q, k.transpose(-1, -2))
-        return scores.float() / math.sqrt(self.head_size)
+        return at_least_fp32(scores) / math.sqrt(self.head_size)
 
 
 class EfficientGlobalPointer(nn.Module):
@@ -76,8 +78,8 @@ class EfficientGlobalPointer(nn.Module):
         if self.rope:
             cos, sin = rope_tables(length, self.head_size, hidden.device)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        shared = torch.matmul(q, k.transpose(-1, -2)).float() / math.sqrt(self.head_size)  # [B, L, L]
-        bias = self.type_bias(qk).float().transpose(1, 2) / 2  # [B, 2T, L]
+        shared = at_least_fp32(torch.matmul(q, k.transpose(-1, -2))) / math.sqrt(self.head_size)  # [B, L, L]
+        bias = at_least_fp32(self.type_bias(qk)).transpose(1, 2) / 2  # [B, 2T, L]
         start_bias, end_bias = bias[:, 0::2, :, None], bias[:, 1::2, None, :]
         return shared[:, None] + start_bias + end_bias
 

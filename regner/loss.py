@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import torch
 
-
-def masked_fill_value(dtype: torch.dtype) -> float:
-    """A large finite negative that exp() sends to 0 in ``dtype`` without overflowing it."""
-    return -1e4 if dtype in (torch.float16,) else -1e12
+from regner.numerics import at_least_fp32, masked_fill_value
 
 
 def _log1p_sum_exp(logits: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
@@ -24,8 +21,8 @@ def _log1p_sum_exp(logits: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
 
 
 def multilabel_crossentropy(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over [batch, types] of the per-(sample, type) loss; computed in fp32."""
-    scores = scores.float()
+    """Mean over [batch, types] of the per-(sample, type) loss; computed in (at least) fp32."""
+    scores = at_least_fp32(scores)
     positive = targets.bool() & mask
     negative = mask & ~positive
     loss = _log1p_sum_exp(scores, negative) + _log1p_sum_exp(-scores, positive)

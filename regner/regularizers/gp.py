@@ -14,6 +14,7 @@ import contextlib
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from regner.numerics import at_least_fp32
 from regner.regularizers.base import Regularizer, TrainingStep
 
 
@@ -35,7 +36,7 @@ class GradientPenalty(Regularizer):
         # Differentiate the scaled loss so that fp16 gradients do not underflow, then unscale.
         (grad,) = torch.autograd.grad(ce * step.grad_scale, embeds, create_graph=exact, retain_graph=exact)
         grad = grad / step.grad_scale
-        penalty = 0.5 * self.epsilon * grad.float().pow(2).sum()
+        penalty = 0.5 * self.epsilon * at_least_fp32(grad).pow(2).sum()
         if exact:
             loss = ce + penalty
             step.backward(loss)

@@ -3,7 +3,8 @@
 All take scores ``s, t`` of shape [batch, types, len, len] and a boolean span mask broadcastable to
 it, and reduce like the cross-entropy: sum over valid spans, mean over batch × types. Masked
 positions are removed with ``torch.where`` (never multiplied by a mask), so they contribute exactly
-zero and cannot turn a masked ``-inf - -inf`` or ``0 * inf`` into NaN. Everything runs in fp32.
+zero and cannot turn a masked ``-inf - -inf`` or ``0 * inf`` into NaN. Everything runs in at
+least fp32.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from regner.loss import masked_fill_value
+from regner.numerics import at_least_fp32, masked_fill_value
 
 
 def _reduce(contribution: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -23,16 +24,16 @@ def _reduce(contribution: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def globalpointer_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Σ (σ(s) − σ(t))(s − t): each span logit is its own Bernoulli, and this is exactly
     KL(Bern σ(s) ‖ Bern σ(t)) + KL(Bern σ(t) ‖ Bern σ(s))."""
-    s, t = s.float(), t.float()
+    s, t = at_least_fp32(s), at_least_fp32(t)
     return _reduce((torch.sigmoid(s) - torch.sigmoid(t)) * (s - t), mask)
 
 
 def softmax_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Symmetric KL of the softmax over all valid spans of each (sample, type): the naive form,
     which treats the multi-label output as one distribution."""
-    s, t = s.float(), t.float()
+    s, t = at_least_fp32(s), at_least_fp32(t)
     mask = mask.expand_as(s)
-    fill = masked_fill_value(torch.float32)
+    fill = masked_fill_value(s.dtype)
     log_p = torch.where(mask, s, torch.full_like(s, fill)).flatten(-2).log_softmax(-1).view_as(s)
     log_q = torch.where(mask, t, torch.full_like(t, fill)).flatten(-2).log_softmax(-1).view_as(t)
     return _reduce((log_p.exp() - log_q.exp()) * (log_p - log_q), mask)
@@ -40,7 +41,7 @@ def softmax_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 def mse_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Squared difference of the logits over valid spans."""
-    return _reduce((s.float() - t.float()) ** 2, mask)
+    return _reduce((at_least_fp32(s) - at_least_fp32(t)) ** 2, mask)
 
 
 KL_VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {

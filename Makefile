@@ -1,0 +1,25 @@
+# regner developer targets. `make install` creates .venv; everything else uses it.
+PY ?= .venv/bin/python
+PROFILE ?= cpu
+
+.PHONY: install train test test-all lint benchmark bench-speed clean
+
+install:
+	python3 -m venv .venv
+	.venv/bin/pip install --upgrade pip
+	.venv/bin/pip install torch==2.13.0 -e '.[test]'
+
+train:
+	.venv/bin/regner train
+
+test:
+	$(PY) -m pytest
+
+test-all:  ## include the slow end-to-end tests
+	$(PY) -m pytest -m ''
+
+lint:
+	.venv/bin/ruff check regner tests scripts
+
+clean:
+	rm -rf outputs/2* outputs/multirun .pytest_cache .ruff_cache

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("REGNER_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test when that corpus is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    """The tiny encoder's tokenizer over a small character vocabulary."""
+    from regner.encoder import build_char_vocab, tiny_tokenizer
+
+    return tiny_tokenizer(build_char_vocab(["北京大学张三在上海工作。今天天气很好", "华为ABC公司2019年"]))

@@ -1,0 +1,155 @@
+import copy
+
+import pytest
+import torch
+
+from regner.regularizers.fgm import FGM
+from regner.regularizers.gp import GradientPenalty
+from regner.regularizers.noise import GaussianNoise
+from regner.regularizers.none import NoRegularizer
+from regner.regularizers.rdrop import RDrop
+from regner.regularizers.vat import VAT, adversarial_direction
+
+from .helpers import grads, tiny_batch, tiny_model, training_step
+
+
+def test_rdrop_runs_one_encoder_call_on_the_doubled_batch():
+    model, batch = tiny_model(dropout=0.3), tiny_batch()
+    calls = []
+    model.encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]),
+                                        with_kwargs=True)
+    terms = RDrop(alpha=4.0).step(training_step(model, batch))
+    assert calls == [2 * batch["input_ids"].shape[0]]
+    assert terms["kl"] > 0  # dropout differs between the two halves
+    assert terms["loss"] == pytest.approx(float(terms["ce"] + 4.0 * terms["kl"]), rel=1e-6)
+
+
+def test_rdrop_without_dropout_has_zero_kl():
+    terms = RDrop().step(training_step(tiny_model(dropout=0.0), tiny_batch()))
+    assert terms["kl"].item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("target", ["weights", "embeds"])
+@pytest.mark.parametrize("relative", [False, True])
+def test_fgm_restores_embeddings_bit_for_bit(target, relative):
+    model = tiny_model()
+    weight = model.encoder.get_input_embeddings().weight
+    before = weight.detach().clone()
+    terms = FGM(epsilon=0.5, target=target, relative=relative).step(training_step(model, tiny_batch()))
+    assert torch.equal(weight.detach(), before)
+    assert terms["adv_ce"] != terms["ce"]  # the second pass really saw a perturbed input
+
+
+def test_fgm_gradient_is_clean_plus_adversarial():
+    model, batch = tiny_model(), tiny_batch()
+    FGM(epsilon=0.5, weight=1.0).step(training_step(model, batch))
+    combined = grads(model)
+    reference = copy.deepcopy(model)
+    reference.zero_grad()
+    NoRegularizer().step(training_step(reference, batch))
+    clean = grads(reference)
+    name = "head.proj.weight"
+    assert not torch.allclose(combined[name], clean[name])
+
+
+def penalty(model, batch, epsilon):
+    """½ε‖∇ₑL‖² as a plain function of the parameters (first-order autograd only)."""
+    step = training_step(model, batch)
+    embeds = step.embed()
+    ce = step.ce(step.scores(inputs_embeds=embeds))
+    (g,) = torch.autograd.grad(ce, embeds)
+    return 0.5 * epsilon * g.pow(2).sum()
+
+
+def test_gradient_penalty_is_truly_second_order():
+    """The GP step's extra gradient equals a finite-difference derivative of ½ε‖∇ₑL‖²."""
+    torch.manual_seed(0)
+    model, batch, epsilon = tiny_model().double(), tiny_batch(), 3.0
+    GradientPenalty(epsilon=epsilon, mode="exact").step(training_step(model, batch))
+    with_penalty = grads(model)
+    model.zero_grad()
+    NoRegularizer().step(training_step(model, batch))
+    without = grads(model)
+    name = "encoder.encoder.layer.0.attention.self.query.weight"
+    param = dict(model.named_parameters())[name]
+    analytic = with_penalty[name] - without[name]
+    direction = torch.randn_like(param)
+    h = 1e-5
+    with torch.no_grad():
+        param.add_(h * direction)
+    plus = penalty(model, batch, epsilon).item()
+    with torch.no_grad():
+        param.add_(-2 * h * direction)
+    minus = penalty(model, batch, epsilon).item()
+    with torch.no_grad():
+        param.add_(h * direction)
+    numeric = (plus - minus) / (2 * h)
+    assert abs(float((analytic * direction).sum())) > 1e-6
+    assert float((analytic * direction).sum()) == pytest.approx(numeric, rel=1e-4)
+
+
+def test_gradient_penalty_value_and_approx_mode():
+    model, batch = tiny_model().double(), tiny_batch()
+    expected = penalty(model, batch, 2.0).item()
+    exact = GradientPenalty(epsilon=2.0).step(training_step(model, batch))
+    assert exact["grad_penalty"].item() == pytest.approx(expected, rel=1e-9)
+    model.zero_grad()
+    approx = GradientPenalty(epsilon=2.0, mode="approx").step(training_step(model, batch))
+    assert approx["grad_penalty"].item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_vat_power_iteration_finds_top_eigenvector():
+    torch.manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    hessian = basis @ torch.diag(torch.tensor([5.0, 2.0, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64)) @ basis.T
+    top = basis[:, 0]
+
+    def distance(r):  # a quadratic divergence, batch of one sample shaped [1, 2, 3]
+        flat = r.reshape(-1)
+        return flat @ hessian @ flat
+
+    initial = torch.randn(1, 2, 3, dtype=torch.float64)
+    one = adversarial_direction(distance, initial, xi=1e-3, iterations=1).reshape(-1)
+    many = adversarial_direction(distance, initial, xi=1e-3, iterations=30).reshape(-1)
+    assert abs(float(many @ top)) == pytest.approx(1.0, abs=1e-6)
+    assert abs(float(one @ top)) < abs(float(many @ top))
+    assert float(many.norm()) == pytest.approx(1.0)
+
+
+def test_vat_direction_respects_padding_and_penalty_is_positive():
+    model, batch = tiny_model(), tiny_batch()
+    terms = VAT(alpha=1.0, epsilon=1.0).step(training_step(model, batch))
+    assert terms["vat_kl"] > 0 and torch.isfinite(terms["loss"])
+    keep = torch.tensor([[1.0, 1.0], [1.0, 0.0]]).unsqueeze(-1).expand(2, 2, 3)
+    direction = adversarial_direction(lambda r: (r**2).sum(), torch.randn(2, 2, 3), 1e-3, 1, keep)
+    assert torch.all(direction[1, 1] == 0)
+    assert torch.allclose(direction.flatten(1).norm(dim=1), torch.ones(2))
+
+
+def test_noise_with_zero_sigma_equals_none_exactly():
+    batch = tiny_batch()
+    model_a, model_b = tiny_model(dropout=0.2), tiny_model(dropout=0.2)
+    torch.manual_seed(7)
+    terms_a = NoRegularizer().step(training_step(model_a, batch))
+    torch.manual_seed(7)
+    terms_b = GaussianNoise(sigma=0.0).step(training_step(model_b, batch))
+    assert torch.equal(terms_a["loss"], terms_b["loss"])
+    ga, gb = grads(model_a), grads(model_b)
+    assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_noise_changes_the_loss_and_consistency_adds_a_kl():
+    torch.manual_seed(0)
+    model, batch = tiny_model(), tiny_batch()
+    clean = NoRegularizer().step(training_step(model, batch))["loss"]
+    noisy = GaussianNoise(sigma=0.5).step(training_step(model, batch))["loss"]
+    assert not torch.equal(clean, noisy)
+    terms = GaussianNoise(sigma=0.5, consistency=True, alpha=2.0, relative=True).step(training_step(model, batch))
+    assert terms["kl"] > 0
+
+
+def test_unknown_options_are_rejected():
+    with pytest.raises(ValueError):
+        FGM(target="nowhere")
+    with pytest.raises(ValueError):
+        GradientPenalty(mode="guess")

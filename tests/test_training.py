@@ -1,0 +1,73 @@
+"""In-process training runs through the real Hydra config tree, one per regularizer × KL."""
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from regner.cli import config_dir
+from regner.trainer import TrainingDiverged, run_training
+
+TINY = ["data.train_size=120", "data.dev_size=30", "data.test_size=0", "trainer.max_epochs=1",
+        "trainer.progress=false", "trainer.batch_size=16", "encoder.hidden_size=32", "encoder.num_layers=1",
+        "encoder.intermediate_size=64", "head.head_size=16"]
+
+
+def compose_config(*overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=[*TINY, *overrides])
+
+
+COMBINATIONS = [
+    ("none", "globalpointer"), ("fgm", "globalpointer"), ("gp", "globalpointer"),
+    ("noise", "globalpointer"), ("rdrop", "globalpointer"), ("rdrop", "softmax"), ("rdrop", "mse"),
+    ("vat", "globalpointer"), ("vat", "softmax"), ("vat", "mse"),
+]
+
+
+@pytest.mark.parametrize("regularizer,kl", COMBINATIONS)
+def test_every_regularizer_trains_and_logs_its_terms(tmp_path, regularizer, kl):
+    cfg = compose_config(f"regularizer={regularizer}", f"kl={kl}")
+    metrics = run_training(cfg, tmp_path)
+    assert metrics["run"]["regularizer"] == regularizer and metrics["run"]["kl"] == kl
+    assert (tmp_path / "metrics.json").exists()
+    (row,) = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    extra = {"none": set(), "fgm": {"adv_ce"}, "gp": {"grad_penalty"}, "noise": set(), "rdrop": {"kl"}, "vat": {"vat_kl"}}
+    assert set(row["train"]) == {"loss", "ce"} | extra[regularizer]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["regularizer=noise", "regularizer.consistency=true", "kl=softmax"],
+    ["regularizer=fgm", "regularizer.target=embeds", "regularizer.relative=true", "regularizer.epsilon=0.1"],
+    ["regularizer=gp", "regularizer.mode=approx"],
+    ["regularizer=vat", "regularizer.relative=true", "regularizer.epsilon=0.05", "regularizer.power_iterations=2"],
+    ["head=efficient", "regularizer=rdrop", "alpha=4"],
+])
+def test_regularizer_variants(tmp_path, overrides):
+    metrics = run_training(compose_config(*overrides), tmp_path)
+    assert metrics["status"] == "completed"
+
+
+def test_alpha_flows_into_the_regularizer(tmp_path):
+    cfg = compose_config("regularizer=rdrop", "alpha=4")
+    assert cfg.regularizer.alpha == 4
+    assert compose_config("regularizer=gp", "alpha=0.5").regularizer.epsilon == 0.5
+
+
+def test_bf16_autocast_run_is_finite(tmp_path):
+    metrics = run_training(compose_config("trainer.precision=bf16", "regularizer=rdrop"), tmp_path)
+    assert metrics["status"] == "completed"
+
+
+def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
+    from regner.regularizers.none import NoRegularizer
+
+    def broken(self, step):
+        return {"loss": torch.tensor(float("nan")), "ce": torch.tensor(float("nan"))}
+
+    monkeypatch.setattr(NoRegularizer, "step", broken)
+    with pytest.raises(TrainingDiverged, match="non-finite loss"):
+        run_training(compose_config(), tmp_path)
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "metrics.json").exists()
