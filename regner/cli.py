@@ -3,6 +3,7 @@ subcommands are plain argparse tools.
 
     regner train [overrides...]        one run (Hydra single-run mode)
     regner sweep [overrides...]        Hydra multirun (-m is implied), e.g. regner sweep alpha=1,4
+    regner report DIR [DIR...]         aggregate the runs under DIRs into report.md/.csv and plots
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ def _hydra_app(argv: list[str]) -> None:
     app()
 
 
+def _report(argv: list[str]) -> None:
+    import argparse
+
+    from regner.report import build_report
+
+    parser = argparse.ArgumentParser(prog="regner report", description="Aggregate regner runs into one table.")
+    parser.add_argument("dirs", nargs="+", help="directories searched recursively for runs (status.json)")
+    parser.add_argument("-o", "--out", help="where report.md, report.csv and the PNGs go (default: the first DIR)")
+    parser.add_argument("--title", default="regner report")
+    parser.add_argument("--preamble", default="", help="text placed under the title (machine, date, profile)")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        text, rows = build_report(args.dirs, args.out, args.title, args.preamble, plots=not args.no_plots)
+    except FileNotFoundError as err:
+        print(f"regner report: {err}", file=sys.stderr)
+        sys.exit(2)
+    if not rows:
+        print(f"regner report: no runs found under {' '.join(args.dirs)}", file=sys.stderr)
+        sys.exit(1)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -82,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         if "-m" not in rest and "--multirun" not in rest:
             rest = ["--multirun", *rest]
         _hydra_app(rest)
+    elif command == "report":
+        _report(rest)
     else:
         print(f"regner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from regner.batching import LengthBucketSampler, collate, dense_targets
-from regner.data.loading import DataSplits, load_splits
+from regner.data.loading import load_splits
 from regner.data.types import Example
 from regner.decoding import decode_scores, merge_window_predictions
 from regner.encoder import build_encoder
@@ -179,11 +179,13 @@ def instantiate_regularizer(cfg: DictConfig) -> Regularizer:
     return regularizer
 
 
-def run_metadata(cfg: DictConfig, splits: DataSplits) -> dict[str, Any]:
-    """What identifies this run in a report: dataset, encoder, regularizer with its knobs, KL, seed."""
+def run_metadata(cfg: DictConfig) -> dict[str, Any]:
+    """What identifies this run in a report: dataset, encoder, regularizer with its knobs, the KL
+    variant (None when the regularizer does not use one), seed."""
     knobs = {k: v for k, v in OmegaConf.to_container(cfg.regularizer, resolve=True).items() if k not in ("_target_", "name")}
-    return {"dataset": splits.name, "encoder": cfg.encoder.name, "head": cfg.head.type,
-            "regularizer": cfg.regularizer.name, "regularizer_config": knobs, "kl": cfg.kl.name,
+    uses_kl = instantiate_regularizer(cfg.regularizer).uses_kl
+    return {"dataset": cfg.data.get("name", cfg.data.format), "encoder": cfg.encoder.name, "head": cfg.head.type,
+            "regularizer": cfg.regularizer.name, "regularizer_config": knobs, "kl": cfg.kl.name if uses_kl else None,
             "seed": cfg.seed, "alpha": cfg.get("alpha"), "precision": cfg.trainer.precision}
 
 
@@ -319,7 +321,7 @@ class Trainer:
                          split["recall"], split["f1"], format_per_type(split))
         return {
             "status": "completed",
-            "run": run_metadata(self.cfg, self.splits),
+            "run": run_metadata(self.cfg),
             "best_epoch": best_epoch, "epochs": epochs,
             "dev": dev, "test": test,
             "train": {"steps": self.global_step, "train_time_s": train_time, "wall_time_s": wall_time,
@@ -344,10 +346,13 @@ def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | No
     run_dir.mkdir(parents=True, exist_ok=True)
     write_status(run_dir, "running")
     try:
+        run = run_metadata(cfg)
+        write_status(run_dir, "running", run=run)
         metrics = Trainer(cfg, run_dir, base_dir).fit()
     except BaseException as err:
-        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+        write_status(run_dir, "failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
+                     diverged=isinstance(err, TrainingDiverged))
         raise
     atomic_write_json(run_dir / METRICS_FILE, metrics)
-    write_status(run_dir, "completed", dev_f1=metrics["dev"]["f1"])
+    write_status(run_dir, "completed", run=run, dev_f1=metrics["dev"]["f1"])
     return metrics

@@ -75,6 +75,7 @@ class Regularizer:
     """Base class: plain training. Subclasses override :meth:`step`."""
 
     name = "none"
+    uses_kl = False  # whether the ``kl`` choice changes what this regularizer computes
 
     def __init__(self, name: str | None = None, **knobs: Any):
         if name is not None:

@@ -20,6 +20,7 @@ class GaussianNoise(Regularizer):
                  relative: bool = False, name: str | None = None):
         super().__init__(name)
         self.sigma, self.consistency, self.alpha, self.relative = float(sigma), consistency, float(alpha), relative
+        self.uses_kl = bool(consistency)
 
     def _noisy(self, step: TrainingStep, embeds: torch.Tensor) -> torch.Tensor:
         if self.sigma == 0:

@@ -13,6 +13,7 @@ from regner.regularizers.base import Regularizer, TrainingStep
 
 class RDrop(Regularizer):
     name = "rdrop"
+    uses_kl = True
 
     def __init__(self, alpha: float = 1.0, name: str | None = None):
         super().__init__(name)

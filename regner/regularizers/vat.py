@@ -36,6 +36,7 @@ def adversarial_direction(
 
 class VAT(Regularizer):
     name = "vat"
+    uses_kl = True
 
     def __init__(self, alpha: float = 1.0, epsilon: float = 1.0, xi: float = 1e-3, power_iterations: int = 1,
                  relative: bool = False, name: str | None = None):
