@@ -21,5 +21,8 @@ test-all:  ## include the slow end-to-end tests
 lint:
 	.venv/bin/ruff check regner tests scripts
 
+benchmark:  ## the regularizer x KL matrix + report (PROFILE=cpu|gpu)
+	$(PY) scripts/benchmark.py --profile $(PROFILE)
+
 clean:
 	rm -rf outputs/2* outputs/multirun .pytest_cache .ruff_cache
