@@ -56,10 +56,16 @@ def write_status(run_dir: str | Path, status: str, reason: str | None = None, **
 class History:
     """``history.jsonl``, one line per evaluation; the whole file is rewritten atomically."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
         self.rows: list[dict[str, Any]] = []
+
+    def load(self) -> None:
+        """Continue an existing history (after a resume)."""
+        if self.path.exists():
+            self.rows = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(_jsonable(row))
-        atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows))
+        if self.enabled:
+            atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows))

@@ -10,13 +10,13 @@ checkpoint, and ``metrics.json`` only when the run has finished.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
+import os
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,16 @@ from regner.batching import LengthBucketSampler, collate, dense_targets
 from regner.data.loading import load_splits
 from regner.data.types import Example
 from regner.decoding import decode_scores, merge_window_predictions
+from regner.distributed import Distributed
 from regner.encoder import build_encoder
 from regner.features import EncodingStats, Window, encode_examples
 from regner.head import span_mask
 from regner.metrics import seqeval_report, span_scores
 from regner.model import SpanModel
 from regner.regularizers.base import Regularizer, TrainingStep
+from regner.regularizers.gp import GradientPenalty
 from regner.regularizers.kl import get_kl
-from regner.runio import METRICS_FILE, History, atomic_write_json, write_status
+from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_write_json, write_status
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +191,42 @@ def run_metadata(cfg: DictConfig) -> dict[str, Any]:
             "seed": cfg.seed, "alpha": cfg.get("alpha"), "precision": cfg.trainer.precision}
 
 
+@dataclass
+class TrainState:
+    """Where training stands; saved with the optimizer so a run can resume mid-epoch."""
+
+    epoch: int = 1
+    batches_done: int = 0  # batches of ``epoch`` already trained
+    global_step: int = 0
+    train_tokens: int = 0
+    train_time: float = 0.0
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    sums: dict[str, float] = field(default_factory=dict)  # running sums of the epoch's logged terms
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+LAST_STATE = "last/trainer_state.pt"
+
+
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None, resume: bool = False):
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.tcfg = cfg.trainer
 
@@ -200,6 +235,10 @@ class Trainer:
         cfg, tcfg = self.cfg, self.tcfg
         seed_everything(cfg.seed)
         self.device = resolve_device(tcfg.device)
+        self.dist = Distributed.from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = self.dist.device
+            torch.cuda.set_device(self.device)
         self.autocast = autocast_factory(self.device, tcfg.precision)
         self.splits = load_splits(cfg.data, self.base_dir)
         log.info("data %s", self.splits.summary())
@@ -212,23 +251,61 @@ class Trainer:
                            if self.splits.test else None)
         seed_everything(cfg.seed)  # the head's init must not depend on how much data was read
         self.model = SpanModel(encoder, self.splits.labels, cfg.head.type, cfg.head.head_size, cfg.head.rope).to(self.device)
+        self.dist.broadcast_parameters(self.model)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.regularizer = instantiate_regularizer(cfg.regularizer)
         self.kl = get_kl(cfg.kl.name)
-        log.info("model: %s encoder (%.1fM parameters), %s head; regularizer %r, kl=%s",
+        log.info("model: %s encoder (%.1fM parameters), %s head; regularizer %r, kl=%s%s",
                  cfg.encoder.name, sum(p.numel() for p in self.model.parameters()) / 1e6,
-                 cfg.head.type, self.regularizer, cfg.kl.name)
+                 cfg.head.type, self.regularizer, cfg.kl.name,
+                 f"; data parallel over {self.dist.world_size} processes" if self.dist.enabled else "")
         self.sampler = LengthBucketSampler([len(w) for w in self.train_split.windows], tcfg.batch_size,
                                            shuffle=True, seed=cfg.seed, bucket_batches=tcfg.bucket_batches)
-        self.loader = torch.utils.data.DataLoader(
-            self.train_split.windows, batch_sampler=self.sampler, collate_fn=partial(collate, pad_id=self.pad_id),
-            num_workers=tcfg.num_workers, pin_memory=self.device.type == "cuda")
-        self.total_steps = len(self.sampler) * tcfg.max_epochs
+        self.steps_per_epoch = len(self.dist.shard(self.sampler.batches()))
         self.optimizer = build_optimizer(self.model, tcfg)
-        self.scheduler = linear_schedule(self.optimizer, self.total_steps, tcfg.warmup_ratio)
+        self.scheduler = linear_schedule(self.optimizer, self.steps_per_epoch * tcfg.max_epochs, tcfg.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
+        self.compiled = bool(tcfg.get("compile")) and self._compile()
+
+    def _compile(self) -> bool:
+        """``torch.compile`` the encoder in place (state-dict keys unchanged); False if unavailable."""
+        if isinstance(self.regularizer, GradientPenalty) and self.regularizer.mode == "exact":
+            log.warning("trainer.compile ignored: compiled graphs have no double backward (regularizer=gp, mode=exact)")
+            return False
+        try:
+            self.model.encoder.compile()
+        except Exception as err:  # noqa: BLE001 - any backend problem means: run eagerly
+            log.warning("torch.compile unavailable (%s); training eagerly", err)
+            return False
+        return True
+
+    def _uncompile(self, err: BaseException) -> None:
+        log.warning("torch.compile failed on the first step (%s: %s); falling back to eager mode",
+                    type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        self.model.encoder._compiled_call_impl = None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.compiled = False
+
+    def epoch_loader(self, epoch: int, skip: int = 0) -> torch.utils.data.DataLoader:
+        """This rank's batches of ``epoch``, minus the first ``skip`` (already trained before a resume)."""
+        self.sampler.set_epoch(epoch)
+        batches = self.dist.shard(self.sampler.batches())[skip:]
+        return torch.utils.data.DataLoader(
+            self.train_split.windows, batch_sampler=batches, collate_fn=partial(collate, pad_id=self.pad_id),
+            num_workers=self.tcfg.num_workers, pin_memory=self.device.type == "cuda")
 
     # -- one step ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        if self.compiled and self.state.global_step == 0:
+            try:
+                return self._training_step(batch)
+            except TrainingDiverged:
+                raise
+            except Exception as err:  # noqa: BLE001 - compile errors surface on the first call
+                self._uncompile(err)
+        return self._training_step(batch)
+
+    def _training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         batch = to_device(batch, self.device)
         size, length = batch["input_ids"].shape
         targets = dense_targets(batch["spans"], size, len(self.label2id), length, self.device)
@@ -238,77 +315,125 @@ class Trainer:
             backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
             grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
         terms = self.regularizer.step(step)
+        terms["loss"] = self.dist.average_gradients(self.parameters, terms["loss"])
         values = {k: float(v) for k, v in terms.items()}
         if not math.isfinite(values["loss"]):
             raise TrainingDiverged(
-                f"non-finite loss ({values['loss']}) at step {self.global_step + 1} with regularizer "
+                f"non-finite loss ({values['loss']}) at step {self.state.global_step + 1} with regularizer "
                 f"{self.regularizer.name} and kl={self.cfg.kl.name}; terms: {values}. Lower the learning rate or "
                 f"the regularizer strength, or use trainer.precision=fp32")
         if self.tcfg.max_grad_norm:
             scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.tcfg.max_grad_norm)
         scaler.step(self.optimizer)
         scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
-        self.train_tokens += int(batch["attention_mask"].sum())
+        self.state.global_step += 1
+        self.state.train_tokens += int(batch["attention_mask"].sum()) * self.dist.world_size
         return values
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_best(self) -> None:
+        self.model.save_pretrained(self.run_dir / "checkpoint", self.tokenizer, extra={
+            "max_length": self.cfg.data.max_length, "window_overlap": self.cfg.data.window_overlap,
+            "threshold": self.cfg.head.threshold})
+
+    def save_last(self) -> None:
+        """Everything needed to continue exactly: weights, optimizer, scheduler, scaler, RNG, state."""
+        if not self.dist.is_main:
+            return
+        path = self.run_dir / LAST_STATE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                    "rng": rng_state(), "state": asdict(self.state)}, tmp)
+        tmp.replace(path)
+
+    def load_last(self) -> None:
+        path = self.run_dir / LAST_STATE
+        if not path.exists():
+            log.warning("resume: %s has no saved state; starting from scratch", self.run_dir)
+            return
+        saved = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        self.state = TrainState(**saved["state"])
+        log.info("resumed %s at epoch %d, batch %d (step %d, best dev F1 %.4f)", self.run_dir, self.state.epoch,
+                 self.state.batches_done, self.state.global_step, self.state.best_f1)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        cfg, tcfg = self.cfg, self.tcfg
-        start = time.perf_counter()
+        tcfg, start = self.tcfg, time.perf_counter()
         self.setup()
-        history = History(self.run_dir / "history.jsonl")
-        self.global_step, self.train_tokens, train_time = 0, 0, 0.0
-        best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
-        progress = _progress(tcfg.progress)
+        self.state = TrainState()
+        history = History(self.run_dir / HISTORY_FILE, enabled=self.dist.is_main)
+        if self.resume:
+            self.load_last()
+            history.load()
+        state, progress = self.state, _progress(tcfg.progress and self.dist.is_main)
+        save_every = tcfg.get("save_every_steps") or 0
         with progress or contextlib.nullcontext():
-            for epoch in range(1, tcfg.max_epochs + 1):
-                self.sampler.set_epoch(epoch)
+            while state.epoch <= tcfg.max_epochs:
+                epoch = state.epoch
                 self.model.train()
-                sums: dict[str, float] = {}
+                task = (progress.add_task(f"epoch {epoch}/{tcfg.max_epochs}", total=self.steps_per_epoch,
+                                          completed=state.batches_done, info="") if progress else None)
                 epoch_start = time.perf_counter()
-                task = progress.add_task(f"epoch {epoch}/{tcfg.max_epochs}", total=len(self.sampler), info="") if progress else None
-                for batch_index, batch in enumerate(self.loader, start=1):
+                for batch in self.epoch_loader(epoch, skip=state.batches_done):
                     values = self.training_step(batch)
+                    state.batches_done += 1
                     for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
+                        state.sums[k] = state.sums.get(k, 0.0) + v
                     if progress:
-                        progress.update(task, advance=1, info=f"loss {sums['loss'] / batch_index:.4f}")
-                    if tcfg.log_every and self.global_step % tcfg.log_every == 0:
-                        log.info("epoch %d step %d: %s", epoch, self.global_step,
-                                 ", ".join(f"{k} {v / batch_index:.4f}" for k, v in sums.items()))
+                        progress.update(task, advance=1, info=f"loss {state.sums['loss'] / state.batches_done:.4f}")
+                    if tcfg.log_every and state.global_step % tcfg.log_every == 0:
+                        log.info("epoch %d step %d: %s", epoch, state.global_step,
+                                 ", ".join(f"{k} {v / state.batches_done:.4f}" for k, v in state.sums.items()))
+                    if save_every and state.global_step % save_every == 0 and state.batches_done < self.steps_per_epoch:
+                        state.train_time += time.perf_counter() - epoch_start
+                        epoch_start = time.perf_counter()
+                        self.save_last()
                 if progress:
                     progress.remove_task(task)
-                train_time += time.perf_counter() - epoch_start
-                dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
-                                  cfg.head.threshold, self.autocast, self.pad_id)
-                n_batches = len(self.sampler)
-                row = {"epoch": epoch, "step": self.global_step, "train": {k: v / n_batches for k, v in sums.items()},
-                       "dev": {k: dev[k] for k in ("precision", "recall", "f1")},
-                       "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
-                history.append(row)
-                improved = dev["f1"] > best_f1
-                log.info("epoch %d: dev P %.4f R %.4f F1 %.4f%s", epoch, dev["precision"], dev["recall"], dev["f1"],
-                         " (best)" if improved else "")
-                if improved:
-                    best_f1, best_epoch, stale = dev["f1"], epoch, 0
-                    best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-                    self.save_checkpoint(self.run_dir / "checkpoint")
-                else:
-                    stale += 1
-                    if tcfg.patience and stale >= tcfg.patience:
-                        log.info("early stopping: no dev F1 improvement for %d epochs", stale)
-                        break
-        self.model.load_state_dict(best_state)
-        return self.final_metrics(best_epoch, epoch, train_time, time.perf_counter() - start)
+                state.train_time += time.perf_counter() - epoch_start
+                if self.end_of_epoch(history, start):
+                    break
+        self.model.load_state_dict(SpanModel.from_pretrained(self.run_dir / "checkpoint")[0].state_dict()
+                                   if self.dist.is_main else self.model.state_dict())
+        metrics = self.final_metrics(state.best_epoch, epoch, state.train_time, time.perf_counter() - start)
+        self.dist.close()
+        return metrics
 
-    def save_checkpoint(self, directory: Path) -> None:
-        self.model.save_pretrained(directory, self.tokenizer, extra={
-            "max_length": self.cfg.data.max_length, "window_overlap": self.cfg.data.window_overlap,
-            "threshold": self.cfg.head.threshold})
+    def end_of_epoch(self, history: History, start: float) -> bool:
+        """Evaluate, log, keep the best checkpoint and save resumable state; True to stop early."""
+        state, tcfg = self.state, self.tcfg
+        dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
+                          self.cfg.head.threshold, self.autocast, self.pad_id)
+        n = max(state.batches_done, 1)
+        history.append({"epoch": state.epoch, "step": state.global_step,
+                        "train": {k: v / n for k, v in state.sums.items()},
+                        "dev": {k: dev[k] for k in ("precision", "recall", "f1")},
+                        "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start})
+        improved = dev["f1"] > state.best_f1
+        log.info("epoch %d: dev P %.4f R %.4f F1 %.4f%s", state.epoch, dev["precision"], dev["recall"], dev["f1"],
+                 " (best)" if improved else "")
+        if improved:
+            state.best_f1, state.best_epoch, state.stale = dev["f1"], state.epoch, 0
+            if self.dist.is_main:
+                self.save_best()
+        else:
+            state.stale += 1
+        stop = bool(tcfg.patience) and state.stale >= tcfg.patience
+        if stop:
+            log.info("early stopping: no dev F1 improvement for %d epochs", state.stale)
+        state.epoch, state.batches_done, state.sums = state.epoch + 1, 0, {}
+        self.save_last()
+        return stop
 
     def final_metrics(self, best_epoch: int, epochs: int, train_time: float, wall_time: float) -> dict[str, Any]:
         kwargs = dict(device=self.device, batch_size=self.tcfg.eval_batch_size, threshold=self.cfg.head.threshold,
@@ -319,15 +444,18 @@ class Trainer:
             if split is not None:
                 log.info("%s (best epoch %d): P %.4f R %.4f F1 %.4f\n%s", name, best_epoch, split["precision"],
                          split["recall"], split["f1"], format_per_type(split))
+        steps = self.state.global_step
         return {
             "status": "completed",
             "run": run_metadata(self.cfg),
             "best_epoch": best_epoch, "epochs": epochs,
             "dev": dev, "test": test,
-            "train": {"steps": self.global_step, "train_time_s": train_time, "wall_time_s": wall_time,
-                      "steps_per_s": self.global_step / train_time if train_time else 0.0,
-                      "tokens_per_s": self.train_tokens / train_time if train_time else 0.0,
-                      "peak_memory_mb": peak_memory_mb(self.device), "device": str(self.device)},
+            "train": {"steps": steps, "train_time_s": train_time, "wall_time_s": wall_time,
+                      "steps_per_s": steps / train_time if train_time else 0.0,
+                      "tokens_per_s": self.state.train_tokens / train_time if train_time else 0.0,
+                      "peak_memory_mb": peak_memory_mb(self.device), "device": str(self.device),
+                      "world_size": self.dist.world_size, "precision": self.tcfg.precision,
+                      "compiled": self.compiled},
             "encoding": {name: asdict(s.stats) for name, s in
                          (("train", self.train_split), ("dev", self.dev_split), ("test", self.test_split)) if s},
         }
@@ -340,19 +468,30 @@ def format_per_type(scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train, then write ``metrics.json``; ``status.json`` says ``failed`` (and why) if anything breaks."""
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None,
+                 resume: bool = False) -> dict[str, Any]:
+    """Train, then write ``metrics.json``; ``status.json`` says ``failed`` (and why) if anything breaks.
+    Only the main process writes when training data-parallel."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_status(run_dir, "running")
+    main = is_main_process()
+    status = partial(write_status, run_dir) if main else (lambda *a, **k: None)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    status("running")
     try:
         run = run_metadata(cfg)
-        write_status(run_dir, "running", run=run)
-        metrics = Trainer(cfg, run_dir, base_dir).fit()
+        status("running", run=run)
+        metrics = Trainer(cfg, run_dir, base_dir, resume=resume).fit()
     except BaseException as err:
-        write_status(run_dir, "failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
-                     diverged=isinstance(err, TrainingDiverged))
+        status("failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
+               diverged=isinstance(err, TrainingDiverged))
         raise
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    write_status(run_dir, "completed", run=run, dev_f1=metrics["dev"]["f1"])
+    if main:
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+    status("completed", run=run, dev_f1=metrics["dev"]["f1"])
     return metrics
