@@ -24,5 +24,8 @@ lint:
 benchmark:  ## the regularizer x KL matrix + report (PROFILE=cpu|gpu)
 	$(PY) scripts/benchmark.py --profile $(PROFILE)
 
+bench-speed:  ## training-step throughput and cost ratio of every regularizer (CPU-sized by default)
+	$(PY) scripts/bench_throughput.py --encoder small --batch-sizes 16 --steps 4 --warmup 1
+
 clean:
 	rm -rf outputs/2* outputs/multirun .pytest_cache .ruff_cache

@@ -74,6 +74,17 @@ class Distributed:
             offset += g.numel()
         return flat[-1]
 
+    def in_sync(self, module: torch.nn.Module) -> bool:
+        """True when every rank holds bit-identical weights (checked by exact checksums)."""
+        if not self.enabled:
+            return True
+        with torch.no_grad():
+            params = [p.detach().double() for p in module.parameters()]
+            mine = torch.stack([sum(p.sum() for p in params), sum(p.abs().sum() for p in params)]).to(self.device)
+        gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(gathered, mine)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
     def all_sum(self, value: float) -> float:
         if not self.enabled:
             return value

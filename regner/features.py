@@ -160,3 +160,57 @@ def window_entities(window: Window, triples: Sequence[tuple[int, int, int]], id2
         if a < b:
             out.append(Entity(a, b, id2label[type_id]))
     return out
+
+
+FEATURE_CACHE_VERSION = 1
+
+
+def feature_cache_key(examples: Sequence[Example], tokenizer, label2id: dict[str, int], max_length: int,
+                      overlap: int) -> str:
+    """A digest of everything the windows depend on: texts, entities, tokenizer, labels, sizes."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    header = [FEATURE_CACHE_VERSION, backend.to_str() if backend is not None else repr(tokenizer),
+              sorted(label2id.items()), max_length, overlap]
+    digest.update(json.dumps(header, ensure_ascii=False).encode())
+    for ex in examples:
+        digest.update(json.dumps([ex.text, [(e.start, e.end, e.type) for e in ex.entities]], ensure_ascii=False).encode())
+    return digest.hexdigest()[:32]
+
+
+def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overlap=64, cache_dir=None):
+    """:func:`encode_examples`, reusing the windows of an identical earlier call from ``cache_dir``.
+
+    Sweeps re-read the same data dozens of times; the cache makes that free. A damaged or foreign
+    cache file is ignored and rewritten.
+    """
+    import os
+    import pickle
+    import tempfile
+    from pathlib import Path
+
+    if not cache_dir:
+        return encode_examples(examples, tokenizer, label2id, max_length, overlap)
+    directory = Path(cache_dir).expanduser()
+    path = directory / f"{feature_cache_key(examples, tokenizer, label2id, max_length, overlap)}.pkl"
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                windows, stats = pickle.load(handle)
+            log.info("features loaded from cache %s", path)
+            return windows, stats
+        except Exception as err:  # noqa: BLE001 - a bad cache file is just a cache miss
+            log.warning("ignoring unreadable feature cache %s (%s)", path, err)
+    windows, stats = encode_examples(examples, tokenizer, label2id, max_length, overlap)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump((windows, stats), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("could not write the feature cache %s (%s)", path, err)
+    return windows, stats

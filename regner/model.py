@@ -20,6 +20,13 @@ HEAD_WEIGHTS = "globalpointer_head.safetensors"
 MODEL_CONFIG = "regner_config.json"
 
 
+def _quiet_transformers() -> None:
+    """No weight-loading/saving progress bars: one per checkpoint would drown the training bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 class SpanModel(nn.Module):
     def __init__(self, encoder: nn.Module, labels: list[str], head: str = "globalpointer",
                  head_size: int = 64, rope: bool = True):
@@ -46,9 +53,8 @@ class SpanModel(nn.Module):
         """Encoder (``config.json`` + weights, loadable by ``AutoModel``), tokenizer, head weights and
         the label map, all in one directory."""
         from safetensors.torch import save_file
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # one bar per checkpoint would drown the training bars
+        _quiet_transformers()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(directory)
@@ -65,6 +71,7 @@ class SpanModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
+        _quiet_transformers()
         directory = Path(directory)
         if not (directory / MODEL_CONFIG).exists():
             raise FileNotFoundError(f"{directory}: not a regner checkpoint (no {MODEL_CONFIG})")

@@ -31,7 +31,7 @@ from regner.data.types import Example
 from regner.decoding import decode_scores, merge_window_predictions
 from regner.distributed import Distributed
 from regner.encoder import build_encoder
-from regner.features import EncodingStats, Window, encode_examples
+from regner.features import EncodingStats, Window, encode_examples_cached
 from regner.head import span_mask
 from regner.metrics import seqeval_report, span_scores
 from regner.model import SpanModel
@@ -87,8 +87,8 @@ class EncodedSplit:
     stats: EncodingStats
 
 
-def encode_split(name: str, examples: list[Example], tokenizer, label2id, cfg) -> EncodedSplit:
-    windows, stats = encode_examples(examples, tokenizer, label2id, cfg.max_length, cfg.window_overlap)
+def encode_split(name: str, examples: list[Example], tokenizer, label2id, cfg, cache_dir: str | None = None) -> EncodedSplit:
+    windows, stats = encode_examples_cached(examples, tokenizer, label2id, cfg.max_length, cfg.window_overlap, cache_dir)
     stats.report(name)
     return EncodedSplit(examples, windows, stats)
 
@@ -245,9 +245,10 @@ class Trainer:
         self.tokenizer, encoder = build_encoder(cfg.encoder, (ex.text for ex in self.splits.train))
         self.label2id = {label: i for i, label in enumerate(self.splits.labels)}
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.train_split = encode_split("train", self.splits.train, self.tokenizer, self.label2id, cfg.data)
-        self.dev_split = encode_split("dev", self.splits.dev, self.tokenizer, self.label2id, cfg.data)
-        self.test_split = (encode_split("test", self.splits.test, self.tokenizer, self.label2id, cfg.data)
+        cache = tcfg.get("feature_cache")
+        self.train_split = encode_split("train", self.splits.train, self.tokenizer, self.label2id, cfg.data, cache)
+        self.dev_split = encode_split("dev", self.splits.dev, self.tokenizer, self.label2id, cfg.data, cache)
+        self.test_split = (encode_split("test", self.splits.test, self.tokenizer, self.label2id, cfg.data, cache)
                            if self.splits.test else None)
         seed_everything(cfg.seed)  # the head's init must not depend on how much data was read
         self.model = SpanModel(encoder, self.splits.labels, cfg.head.type, cfg.head.head_size, cfg.head.rope).to(self.device)
@@ -290,9 +291,12 @@ class Trainer:
         """This rank's batches of ``epoch``, minus the first ``skip`` (already trained before a resume)."""
         self.sampler.set_epoch(epoch)
         batches = self.dist.shard(self.sampler.batches())[skip:]
+        # A private generator: creating the loader's iterator must not draw from the global RNG, or a
+        # resumed run (which creates it mid-epoch) would get different dropout masks afterwards.
         return torch.utils.data.DataLoader(
             self.train_split.windows, batch_sampler=batches, collate_fn=partial(collate, pad_id=self.pad_id),
-            num_workers=self.tcfg.num_workers, pin_memory=self.device.type == "cuda")
+            num_workers=self.tcfg.num_workers, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
 
     # -- one step ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -403,6 +407,9 @@ class Trainer:
                 state.train_time += time.perf_counter() - epoch_start
                 if self.end_of_epoch(history, start):
                     break
+        self.in_sync = self.dist.in_sync(self.model)
+        if not self.in_sync:
+            log.error("data-parallel ranks ended with different weights")
         self.model.load_state_dict(SpanModel.from_pretrained(self.run_dir / "checkpoint")[0].state_dict()
                                    if self.dist.is_main else self.model.state_dict())
         metrics = self.final_metrics(state.best_epoch, epoch, state.train_time, time.perf_counter() - start)
@@ -454,7 +461,8 @@ class Trainer:
                       "steps_per_s": steps / train_time if train_time else 0.0,
                       "tokens_per_s": self.state.train_tokens / train_time if train_time else 0.0,
                       "peak_memory_mb": peak_memory_mb(self.device), "device": str(self.device),
-                      "world_size": self.dist.world_size, "precision": self.tcfg.precision,
+                      "world_size": self.dist.world_size, "ranks_in_sync": self.in_sync,
+                      "precision": self.tcfg.precision,
                       "compiled": self.compiled},
             "encoding": {name: asdict(s.stats) for name, s in
                          (("train", self.train_split), ("dev", self.dev_split), ("test", self.test_split)) if s},

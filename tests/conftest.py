@@ -1,7 +1,11 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Keep the tokenised-feature cache of test runs out of the user's ~/.cache.
+os.environ.setdefault("REGNER_CACHE", tempfile.mkdtemp(prefix="regner-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REGNER_DATA", REPO.parent / "shared" / "data"))

@@ -1,19 +1,24 @@
 """End-to-end runs of the ``regner`` command on tiny data (a few seconds each)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-TINY = ["data.train_size=240", "data.dev_size=60", "data.test_size=60", "trainer.max_epochs=2",
-        "trainer.progress=false", "encoder.hidden_size=64", "encoder.intermediate_size=128", "head.head_size=32"]
+TINY = ["data.train_size=600", "data.dev_size=100", "data.test_size=60", "trainer.max_epochs=4",
+        "trainer.batch_size=16", "trainer.progress=false", "encoder.hidden_size=64", "encoder.intermediate_size=128",
+        "head.head_size=32"]
 
 
-def regner(*args, cwd):
+def regner(*args, cwd, stdin=None):
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2",
+           "REGNER_CACHE": os.environ["REGNER_CACHE"],
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "regner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+                          timeout=300, env=env, input=stdin)
 
 
 def run_dirs(root: Path):
@@ -33,13 +38,13 @@ def test_train_writes_a_complete_run(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert json.loads((trained_run / "status.json").read_text())["status"] == "completed"
     assert metrics["run"]["regularizer"] == "none" and metrics["run"]["dataset"] == "demo"
-    assert 0 <= metrics["dev"]["f1"] <= 1 and set(metrics["dev"]["per_type"]) == {"DATE", "LOC", "ORG", "PER", "TITLE"}
+    assert metrics["dev"]["f1"] > 0.5 and set(metrics["dev"]["per_type"]) == {"DATE", "LOC", "ORG", "PER", "TITLE"}
     assert metrics["test"] is not None and metrics["train"]["tokens_per_s"] > 0
     assert metrics["dev"]["seqeval"] is None  # the demo corpus is nested
     history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in history] == [1, 2]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     resolved = (trained_run / "config.yaml").read_text()
-    assert "${" not in resolved and "train_size: 240" in resolved
+    assert "${" not in resolved and "train_size: 600" in resolved
     assert {"config.json", "model.safetensors", "tokenizer.json", "globalpointer_head.safetensors",
             "regner_config.json"} <= {p.name for p in (trained_run / "checkpoint").iterdir()}
 
@@ -75,3 +80,78 @@ def test_unknown_group_option_is_hydras_error(tmp_path):
     result = regner("train", "regularizer=nope", cwd=tmp_path)
     assert result.returncode != 0
     assert "Could not find 'regularizer/nope'" in result.stderr
+
+
+def demo_dev(run_dir):
+    from omegaconf import OmegaConf
+
+    from regner.data.loading import load_splits
+
+    return load_splits(OmegaConf.load(run_dir / "config.yaml").data).dev
+
+
+def test_evaluate_writes_the_same_metrics_as_training(trained_run, tmp_path):
+    result = regner("evaluate", f"ckpt={trained_run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (metrics_file,) = tmp_path.glob("outputs/evaluate/*/*/metrics.json")
+    evaluated = json.loads(metrics_file.read_text())
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    for split in ("dev", "test"):
+        assert evaluated[split]["f1"] == pytest.approx(trained[split]["f1"])
+        assert evaluated[split]["per_type"] == trained[split]["per_type"]
+
+
+def test_predict_round_trip_scores_like_evaluate(trained_run, tmp_path):
+    from regner.data.types import Entity
+    from regner.metrics import span_scores
+
+    dev = demo_dev(trained_run)
+    texts = "".join(json.dumps({"text": ex.text}, ensure_ascii=False) + "\n" for ex in dev)
+    (tmp_path / "dev.jsonl").write_text(texts, encoding="utf-8")
+    result = regner("predict", f"ckpt={trained_run / 'checkpoint'}", "input=dev.jsonl", "output=pred.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == [ex.text for ex in dev]
+    for row in rows:
+        for e in row["entities"]:
+            assert row["text"][e["start"]:e["end"]] == e["text"] and 0.5 < e["score"] <= 1.0
+    predicted = [[Entity(e["start"], e["end"], e["type"]) for e in r["entities"]] for r in rows]
+    f1 = span_scores([ex.entities for ex in dev], predicted)["f1"]
+    assert f1 == pytest.approx(json.loads((trained_run / "metrics.json").read_text())["dev"]["f1"])
+
+
+def test_predict_plain_lines_from_stdin(trained_run, tmp_path):
+    result = regner("predict", f"ckpt={trained_run}", cwd=tmp_path, stdin="张伟担任北京大学校长。\n\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = [json.loads(line) for line in result.stdout.splitlines()]
+    assert first["text"] == "张伟担任北京大学校长。" and second == {"text": "", "entities": []}
+    assert {"start", "end", "type", "text", "score"} <= set(first["entities"][0])
+
+
+def test_predict_errors_name_the_problem(trained_run, tmp_path):
+    bad = regner("predict", f"ckpt={trained_run}", cwd=tmp_path, stdin='好\n{"text": \n')
+    assert bad.returncode == 2 and "<stdin>:2: malformed JSON" in bad.stderr and "Traceback" not in bad.stderr
+    missing = regner("predict", "ckpt=nowhere", cwd=tmp_path, stdin="")
+    assert missing.returncode == 2 and "nowhere: no such run or checkpoint directory" in missing.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["encoder=pretrained", "encoder.pretrained=empty_dir"], "a directory without config.json is not a transformers model"),
+    (["trainer.device=cuda"], "CUDA is not available"),
+    (["data=jsonl", "data.train=empty.jsonl"], "the training split of 'jsonl' is empty"),
+    (["data=jsonl", "data.train=bad.jsonl"], "bad.jsonl:2: malformed JSON"),
+    (["data=conll", "data.train=bad.bmes", "data.scheme=bmes", "data.on_invalid=error"],
+     "bad.bmes:2: tag 'E-PER' at token 1 continues no open PER entity"),
+])
+def test_user_errors_are_one_clear_paragraph(tmp_path, args, message):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text('{"text": "好"}\n{"text": "坏"\n')
+    (tmp_path / "bad.bmes").write_text("张 O\n三 E-PER\n")
+    result = regner("train", *args, "trainer.progress=false", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    assert not (run_dir / "metrics.json").exists()

@@ -58,3 +58,18 @@ def test_entity_longer_than_overlap_across_boundary_is_counted(char_tokenizer):
     entity = Entity(20, 28, "ORG")
     _, stats = encode_examples([Example(text, [entity])], char_tokenizer, {"ORG": 0}, max_length=12, overlap=2)
     assert stats.outside_windows == 1
+
+
+def test_feature_cache_hits_and_survives_damage(char_tokenizer, tmp_path):
+    from regner.features import encode_examples_cached
+
+    examples = [Example("张三在北京大学工作。", [Entity(0, 2, "PER"), Entity(3, 7, "ORG")])]
+    labels = {"ORG": 0, "PER": 1}
+    first = encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path)
+    (cached,) = list(tmp_path.glob("*.pkl"))
+    second = encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path)
+    assert second == first
+    cached.write_bytes(b"not a pickle")
+    assert encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path) == first
+    other = encode_examples_cached(examples, char_tokenizer, labels, 16, 8, tmp_path)  # other sizes, other key
+    assert len(list(tmp_path.glob("*.pkl"))) == 2 and other[0][0].input_ids == first[0][0].input_ids

@@ -165,3 +165,8 @@ def test_shared_weibo_counts():
 def test_shared_msra_test_counts():
     test = read_conll(shared("msra", "msra_test_bio"))
     assert len(test) == 3442 and sum(len(e.entities) for e in test) == 6190
+
+
+def test_directory_instead_of_file(tmp_path):
+    with pytest.raises(DataError, match="expected a file but found a directory"):
+        read_conll(tmp_path)

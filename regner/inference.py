@@ -1,0 +1,91 @@
+"""Use a saved model: predict entities for raw texts, or score it on a labelled dataset.
+
+Both go through the same windows and merging as training, so long texts behave identically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regner.data.errors import DataError
+from regner.data.types import Example
+from regner.model import MODEL_CONFIG, SpanModel
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """Accept a run directory (its ``checkpoint/``) or a checkpoint directory itself."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "checkpoint"):
+        if (candidate / MODEL_CONFIG).exists():
+            return candidate
+    if not path.exists():
+        raise DataError("no such run or checkpoint directory", str(path))
+    raise DataError(f"not a regner checkpoint or run directory (no {MODEL_CONFIG} here or in checkpoint/)", str(path))
+
+
+@dataclass
+class LoadedModel:
+    model: SpanModel
+    tokenizer: Any
+    config: dict[str, Any]
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+        directory = checkpoint_dir(path)
+        model, tokenizer, config = SpanModel.from_pretrained(directory)
+        device = torch.device(device)
+        return cls(model.to(device).eval(), tokenizer, config, device)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.model.labels)}
+
+    def encode(self, name: str, examples: list[Example], max_length: int | None = None, overlap: int | None = None):
+        from omegaconf import OmegaConf
+
+        from regner.trainer import encode_split
+
+        cfg = OmegaConf.create({"max_length": max_length or self.config.get("max_length", 512),
+                                "window_overlap": overlap if overlap is not None else self.config.get("window_overlap", 64)})
+        return encode_split(name, examples, self.tokenizer, self.label2id, cfg)
+
+    def predict(self, texts: list[str], batch_size: int = 64, threshold: float | None = None) -> list[list[dict[str, Any]]]:
+        """Entities per text: ``{start, end, type, text, score}`` (end exclusive, score = σ(logit))."""
+        from regner.decoding import merge_window_predictions
+        from regner.trainer import predict
+
+        split = self.encode("input", [Example(text) for text in texts])
+        threshold = self.config.get("threshold", 0.0) if threshold is None else threshold
+        found = predict(self.model, split.windows, self.device, batch_size, threshold)
+        merged = merge_window_predictions(split.windows, found, self.model.labels, len(texts))
+        return [[{"start": e.start, "end": e.end, "type": e.type, "text": text[e.start : e.end],
+                  "score": round(1 / (1 + math.exp(-score)), 6)}
+                 for e, score in sorted(entities.items())]
+                for text, entities in zip(texts, merged)]
+
+
+def read_texts(lines: Iterable[str], source: str) -> Iterator[str]:
+    """Plain text (one per line) or JSONL with a ``text`` field; blank lines stay as empty texts."""
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", source, number) from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise DataError('a JSON line needs a string "text" field', source, number)
+            yield record["text"]
+        else:
+            yield line

@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Training-step throughput of every regularizer, measured side by side in one process.
+
+    python scripts/bench_throughput.py                          # CPU-sized: tiny encoder, fp32
+    python scripts/bench_throughput.py --encoder base --precision bf16 --batch-sizes 32,64,128,256
+
+For each batch size it times `--steps` optimizer steps (after `--warmup`) of `none` and each
+regularizer on the same random-token batches with CLUENER-like lengths (uniform 20–50 characters,
+10 entity types), and prints tokens/s, peak memory and the cost ratio against `none` at that batch
+size. On CUDA it also prints model FLOP utilisation: 6·N·tokens for the dense layers plus the
+attention and GlobalPointer score matmuls, counted for the *data* tokens (so R-Drop's second pass
+shows up as cost, not as useful work), over the device's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from regner.batching import dense_targets  # noqa: E402
+from regner.encoder import tiny_encoder  # noqa: E402
+from regner.head import span_mask  # noqa: E402
+from regner.model import SpanModel  # noqa: E402
+from regner.regularizers.base import TrainingStep  # noqa: E402
+from regner.regularizers.fgm import FGM  # noqa: E402
+from regner.regularizers.gp import GradientPenalty  # noqa: E402
+from regner.regularizers.kl import globalpointer_kl  # noqa: E402
+from regner.regularizers.noise import GaussianNoise  # noqa: E402
+from regner.regularizers.none import NoRegularizer  # noqa: E402
+from regner.regularizers.rdrop import RDrop  # noqa: E402
+from regner.regularizers.vat import VAT  # noqa: E402
+
+SIZES = {
+    "tiny": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+    "small": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+    "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+}
+REGULARIZERS = {"none": NoRegularizer, "rdrop": RDrop, "fgm": FGM, "gp": GradientPenalty, "vat": VAT,
+                "noise": GaussianNoise}
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
+VOCAB, TYPES, HEAD_SIZE = 21128, 10, 64
+
+
+def make_batches(batch_size: int, count: int, device: torch.device, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        lengths = torch.randint(20, 51, (batch_size,), generator=g) + 2
+        length = int(lengths.max())
+        ids = torch.randint(5, VOCAB, (batch_size, length), generator=g)
+        attention = (torch.arange(length)[None, :] < lengths[:, None]).long()
+        token_mask = attention.bool().clone()
+        token_mask[:, 0] = False
+        token_mask[torch.arange(batch_size), lengths - 1] = False
+        rows = []
+        for b in range(batch_size):
+            for _ in range(2):
+                start = int(torch.randint(1, int(lengths[b]) - 4, (1,), generator=g))
+                rows.append((b, int(torch.randint(0, TYPES, (1,), generator=g)), start, start + 2))
+        batches.append({"input_ids": ids.to(device), "attention_mask": attention.to(device),
+                        "token_mask": token_mask.to(device), "spans": torch.tensor(rows).to(device)})
+    return batches
+
+
+def model_flops_per_step(batch: dict[str, torch.Tensor], size: dict, params: int) -> float:
+    """6·N per token for the dense layers, plus attention (QKᵀ, AV) and the span-score matmuls."""
+    tokens = int(batch["attention_mask"].sum())
+    b, length = batch["input_ids"].shape
+    hidden, layers = size["hidden_size"], size["num_layers"]
+    attention = 6 * 2 * 2 * b * length * length * hidden * layers
+    spans = 6 * 2 * b * TYPES * length * length * HEAD_SIZE
+    return 6 * params * tokens + attention + spans
+
+
+def bench(args) -> list[dict]:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    size = SIZES[args.encoder]
+    autocast = (functools.partial(torch.autocast, device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[args.precision])
+                if args.precision != "fp32" else contextlib.nullcontext)
+    rows = []
+    for batch_size in args.batch_sizes:
+        batches = make_batches(batch_size, args.warmup + args.steps, device)
+        baseline = None
+        for name in args.regularizers:
+            torch.manual_seed(0)
+            cfg = OmegaConf.create({**size, "max_position_embeddings": 512, "dropout": 0.1, "attn_implementation": "sdpa"})
+            model = SpanModel(tiny_encoder(VOCAB, cfg), [f"T{i}" for i in range(TYPES)], "globalpointer", HEAD_SIZE).to(device)
+            dense_params = sum(p.numel() for n, p in model.named_parameters() if "word_embeddings" not in n)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+            regularizer = REGULARIZERS[name]()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            tokens, flops, elapsed = 0, 0.0, 0.0
+            for index, batch in enumerate(batches):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                b, length = batch["input_ids"].shape
+                step = TrainingStep(model=model, batch=batch, targets=dense_targets(batch["spans"], b, TYPES, length, device),
+                                    mask=span_mask(batch["token_mask"]), kl=globalpointer_kl, autocast=autocast)
+                regularizer.step(step)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if index >= args.warmup:
+                    elapsed += time.perf_counter() - start
+                    tokens += int(batch["attention_mask"].sum())
+                    flops += model_flops_per_step(batch, size, dense_params)
+            row = {"batch": batch_size, "regularizer": name, "tokens_per_s": tokens / elapsed,
+                   "ms_per_step": 1000 * elapsed / args.steps,
+                   "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
+                   "tflops": flops / elapsed / 1e12}
+            baseline = baseline or row
+            row["cost"] = baseline["tokens_per_s"] / row["tokens_per_s"]
+            rows.append(row)
+            print(f"  batch {batch_size:>4} {name:<6} {row['tokens_per_s']:>10.0f} tok/s  x{row['cost']:.2f}", file=sys.stderr)
+            del model, optimizer
+    return rows
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def table(rows: list[dict], args) -> str:
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    device_name = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    peak = peak_tflops(device_name) if cuda else None
+    lines = [f"Encoder `{args.encoder}` ({SIZES[args.encoder]}), random init, GlobalPointer {TYPES} types × head {HEAD_SIZE}, "
+             f"precision {args.precision}, {args.steps} timed steps after {args.warmup} warm-up, lengths 20–50 + specials; "
+             f"{device_name}, torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d')}.", "",
+             "| batch | regularizer | tokens/s | ms/step | cost vs none | peak MB" + (" | MFU (data tokens) |" if peak else " |"),
+             "|---|---|---|---|---|---|" + ("---|" if peak else "")]
+    for r in rows:
+        mfu = f" {100 * r['tflops'] / peak:.1f}% |" if peak else ""
+        peak_mb = "—" if r["peak_mb"] != r["peak_mb"] else f"{r['peak_mb']:.0f}"
+        lines.append(f"| {r['batch']} | {r['regularizer']} | {r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
+                     f"{r['cost']:.2f}× | {peak_mb} |{mfu}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--encoder", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32])
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--regularizers", type=lambda s: s.split(","), default=list(REGULARIZERS))
+    parser.add_argument("--out", help="also write the table (markdown) to this file")
+    args = parser.parse_args()
+    if args.regularizers[0] != "none":
+        parser.error("--regularizers must start with none (the baseline of the cost ratios)")
+    text = table(bench(args), args)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Two-process data-parallel training on CPU with the gloo backend, launched like torchrun does."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from regner.distributed import Distributed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_single_process_is_a_no_op():
+    d = Distributed()
+    assert not d.enabled and d.is_main and d.shard([[1], [2], [3]]) == [[1], [2], [3]]
+    loss = torch.tensor(2.0)
+    assert d.average_gradients([], loss) is loss
+
+
+def test_sharding_gives_each_rank_equal_disjoint_batches():
+    batches = [[i] for i in range(7)]
+    shards = [Distributed(rank=r, world_size=2).shard(batches) for r in range(2)]
+    assert shards == [[[0], [2], [4]], [[1], [3], [5]]]
+
+
+def test_two_gloo_ranks_agree_and_write_once(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", "-m", "regner.cli", "train",
+               "data.train_size=96", "data.dev_size=24", "data.test_size=0", "trainer.max_epochs=2",
+               "trainer.batch_size=8", "trainer.progress=false", "trainer.device=cpu", "regularizer=rdrop",
+               "encoder.hidden_size=32", "encoder.num_layers=1", "encoder.intermediate_size=64", f"hydra.run.dir={run_dir}"]
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "REGNER_CACHE": os.environ["REGNER_CACHE"]}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2 and metrics["train"]["ranks_in_sync"] is True
+    assert metrics["train"]["steps"] == 2 * (96 // 8 // 2)  # each rank takes half of the 12 batches per epoch
+    assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2]
+    assert list(tmp_path.glob("**/metrics.json")) == [run_dir / "metrics.json"]
+    assert list(tmp_path.glob("outputs")) == []

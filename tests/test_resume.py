@@ -1,0 +1,76 @@
+"""Resume and reproducibility: interrupted + resumed == uninterrupted, and same seed == same run."""
+
+import json
+
+import pytest
+
+from regner.trainer import Trainer, run_training
+
+from .test_training import compose_config
+
+SETTINGS = ["data.train_size=160", "data.dev_size=40", "data.test_size=40", "trainer.max_epochs=3",
+            "trainer.batch_size=16", "encoder.dropout=0.1"]
+
+
+def history(run_dir):
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def comparable(metrics):
+    return {k: metrics[k] for k in ("dev", "test", "best_epoch", "epochs")} | {"steps": metrics["train"]["steps"]}
+
+
+@pytest.mark.parametrize("regularizer", ["none", "rdrop"])
+def test_same_seed_same_metrics(tmp_path, regularizer):
+    cfg = compose_config(*SETTINGS, f"regularizer={regularizer}")
+    first = run_training(cfg, tmp_path / "a")
+    second = run_training(cfg, tmp_path / "b")
+    assert comparable(first) == comparable(second)
+    assert [r["train"] for r in history(tmp_path / "a")] == [r["train"] for r in history(tmp_path / "b")]
+
+
+@pytest.mark.parametrize("stop_at", [7, 10])  # mid-epoch (10 batches per epoch) and exactly at an epoch end
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, stop_at):
+    cfg = compose_config(*SETTINGS, "regularizer=rdrop", "trainer.save_every_steps=3")
+    reference = run_training(cfg, tmp_path / "reference")
+
+    original = Trainer.training_step
+    calls = {"n": 0}
+
+    def killed(self, batch):
+        calls["n"] += 1
+        if calls["n"] > stop_at:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "training_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "resumed")
+    status = json.loads((tmp_path / "resumed" / "status.json").read_text())
+    assert status["status"] == "failed" and not (tmp_path / "resumed" / "metrics.json").exists()
+    monkeypatch.setattr(Trainer, "training_step", original)
+    resumed = run_training(cfg, tmp_path / "resumed", resume=True)
+    assert comparable(resumed) == comparable(reference)
+    assert [r["dev"] for r in history(tmp_path / "resumed")] == [r["dev"] for r in history(tmp_path / "reference")]
+
+
+def test_resume_via_cli_continues_in_the_same_directory(tmp_path, monkeypatch):
+    from .test_cli import regner, run_dirs
+
+    args = ["data.train_size=100", "data.dev_size=30", "data.test_size=0", "trainer.max_epochs=2",
+            "trainer.progress=false", "encoder.hidden_size=32", "encoder.num_layers=1", "encoder.intermediate_size=64"]
+    first = regner("train", *args, "trainer.max_epochs=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = run_dirs(tmp_path)
+    again = regner("train", f"resume={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2 and "already completed" in again.stdout + again.stderr
+    # make it look interrupted: pretend the run never finished and ask for 2 epochs
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "status.json").write_text(json.dumps({"status": "failed", "reason": "KeyboardInterrupt"}))
+    config = (run_dir / "config.yaml").read_text().replace("max_epochs: 1", "max_epochs: 2")
+    (run_dir / "config.yaml").write_text(config)
+    resumed = regner("train", "trainer.resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert run_dirs(tmp_path) == [run_dir]
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
