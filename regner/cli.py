@@ -128,9 +128,10 @@ def _evaluate_task(cfg) -> None:
     from omegaconf import OmegaConf
 
     from regner.data.loading import load_splits
+    from regner.evaluation import evaluate
     from regner.inference import LoadedModel, checkpoint_dir
     from regner.runio import METRICS_FILE, atomic_write_json, atomic_write_text, write_status
-    from regner.trainer import evaluate, resolve_device
+    from regner.trainer import resolve_device
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -54,7 +54,7 @@ class LoadedModel:
     def encode(self, name: str, examples: list[Example], max_length: int | None = None, overlap: int | None = None):
         from omegaconf import OmegaConf
 
-        from regner.trainer import encode_split
+        from regner.evaluation import encode_split
 
         cfg = OmegaConf.create({"max_length": max_length or self.config.get("max_length", 512),
                                 "window_overlap": overlap if overlap is not None else self.config.get("window_overlap", 64)})
@@ -63,7 +63,7 @@ class LoadedModel:
     def predict(self, texts: list[str], batch_size: int = 64, threshold: float | None = None) -> list[list[dict[str, Any]]]:
         """Entities per text: ``{start, end, type, text, score}`` (end exclusive, score = σ(logit))."""
         from regner.decoding import merge_window_predictions
-        from regner.trainer import predict
+        from regner.evaluation import predict
 
         split = self.encode("input", [Example(text) for text in texts])
         threshold = self.config.get("threshold", 0.0) if threshold is None else threshold

@@ -27,13 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from regner.batching import LengthBucketSampler, collate, dense_targets
 from regner.data.loading import load_splits
-from regner.data.types import Example
-from regner.decoding import decode_scores, merge_window_predictions
 from regner.distributed import Distributed
 from regner.encoder import build_encoder
-from regner.features import EncodingStats, Window, encode_examples_cached
+from regner.evaluation import encode_split, evaluate, to_device
 from regner.head import span_mask
-from regner.metrics import seqeval_report, span_scores
 from regner.model import SpanModel
 from regner.regularizers.base import Regularizer, TrainingStep
 from regner.regularizers.gp import GradientPenalty
@@ -78,50 +75,6 @@ def autocast_factory(device: torch.device, precision: str):
     if dtype is None:
         return contextlib.nullcontext
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class EncodedSplit:
-    examples: list[Example]
-    windows: list[Window]
-    stats: EncodingStats
-
-
-def encode_split(name: str, examples: list[Example], tokenizer, label2id, cfg, cache_dir: str | None = None) -> EncodedSplit:
-    windows, stats = encode_examples_cached(examples, tokenizer, label2id, cfg.max_length, cfg.window_overlap, cache_dir)
-    stats.report(name)
-    return EncodedSplit(examples, windows, stats)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-@torch.no_grad()
-def predict(model: SpanModel, windows: list[Window], device: torch.device, batch_size: int,
-            threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0):
-    """(type, start, end, score) per window, batches sorted by length for speed."""
-    model.eval()
-    found: list[list[tuple[int, int, int, float]]] = [[] for _ in windows]
-    sampler = LengthBucketSampler([len(w) for w in windows], batch_size, shuffle=False)
-    for indices in sampler:
-        batch = to_device(collate([windows[i] for i in indices], pad_id), device)
-        with autocast():
-            scores = model(batch["input_ids"], batch["attention_mask"])
-        for i, row in zip(indices, decode_scores(scores.float(), span_mask(batch["token_mask"]), threshold)):
-            found[i] = row
-    return found
-
-
-def evaluate(model: SpanModel, split: EncodedSplit, device: torch.device, batch_size: int,
-             threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0, with_seqeval: bool = False):
-    """Entity scores of ``split`` against its gold, plus the merged predictions per example."""
-    found = predict(model, split.windows, device, batch_size, threshold, autocast, pad_id)
-    merged = merge_window_predictions(split.windows, found, model.labels, len(split.examples))
-    scores = span_scores([ex.entities for ex in split.examples], [list(m) for m in merged], model.labels)
-    if with_seqeval:
-        scores["seqeval"] = seqeval_report(split.examples, merged)
-    return scores, merged
 
 
 def build_optimizer(model: SpanModel, cfg) -> torch.optim.Optimizer:

@@ -53,8 +53,8 @@ def test_checkpoint_reloads_and_reproduces_dev_f1(trained_run):
     from omegaconf import OmegaConf
 
     from regner.data.loading import load_splits
+    from regner.evaluation import encode_split, evaluate
     from regner.model import SpanModel
-    from regner.trainer import encode_split, evaluate
 
     cfg = OmegaConf.load(trained_run / "config.yaml")
     model, tokenizer, saved = SpanModel.from_pretrained(trained_run / "checkpoint")
