@@ -93,7 +93,8 @@ def _record(run_dir: Path) -> RunRecord | None:
         record.test_f1 = float(metrics["test"]["f1"]) if metrics.get("test") else math.nan
         train = metrics.get("train", {})
         record.sec_per_step = 1 / train["steps_per_s"] if train.get("steps_per_s") else math.nan
-        record.peak_memory_mb = float(train.get("peak_memory_mb", math.nan))
+        if str(train.get("device", "")).startswith("cuda") and train.get("peak_memory_mb") is not None:
+            record.peak_memory_mb = float(train["peak_memory_mb"])  # CPU runs have no per-run figure
     return record
 
 
@@ -204,7 +205,7 @@ def _num(value: float, fmt: str) -> str:
 
 
 COLUMNS = ["regularizer", "kl", "strength", "n", "dev F1 (mean ± std)", "best dev F1", "test F1 (mean ± std)",
-           "Δ dev F1 vs none", "verdict", "time/step vs none", "peak MB", "collapsed"]
+           "Δ dev F1 vs none", "verdict", "time/step vs none", "peak GPU MB", "collapsed"]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -103,9 +103,14 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak GPU memory allocated by tensors since the run started; None on CPU, where the only
+    figure is the process's max RSS, which a multirun sweep (jobs share a process) cannot attribute
+    to one job (reported separately as ``process_max_rss_mb``)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def process_max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -220,6 +225,8 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, self.steps_per_epoch * tcfg.max_epochs, tcfg.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
         self.compiled = bool(tcfg.get("compile")) and self._compile()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def _compile(self) -> bool:
         """``torch.compile`` the encoder in place (state-dict keys unchanged); False if unavailable."""
@@ -413,7 +420,8 @@ class Trainer:
             "train": {"steps": steps, "train_time_s": train_time, "wall_time_s": wall_time,
                       "steps_per_s": steps / train_time if train_time else 0.0,
                       "tokens_per_s": self.state.train_tokens / train_time if train_time else 0.0,
-                      "peak_memory_mb": peak_memory_mb(self.device), "device": str(self.device),
+                      "peak_memory_mb": peak_memory_mb(self.device), "process_max_rss_mb": process_max_rss_mb(),
+                      "device": str(self.device),
                       "world_size": self.dist.world_size, "ranks_in_sync": self.in_sync,
                       "precision": self.tcfg.precision,
                       "compiled": self.compiled},

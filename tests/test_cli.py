@@ -40,6 +40,7 @@ def test_train_writes_a_complete_run(trained_run):
     assert metrics["run"]["regularizer"] == "none" and metrics["run"]["dataset"] == "demo"
     assert metrics["dev"]["f1"] > 0.5 and set(metrics["dev"]["per_type"]) == {"DATE", "LOC", "ORG", "PER", "TITLE"}
     assert metrics["test"] is not None and metrics["train"]["tokens_per_s"] > 0
+    assert metrics["train"]["peak_memory_mb"] is None and metrics["train"]["process_max_rss_mb"] > 0  # CPU
     assert metrics["dev"]["seqeval"] is None  # the demo corpus is nested
     history = [json.loads(line) for line in (trained_run / "history.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]

@@ -16,7 +16,7 @@ def fake_run(root, sweep, job, regularizer, f1, seed, steps_per_s=10.0, kl=None,
            "regularizer_config": knobs or {}, "seed": seed}
     if status == "completed":
         metrics = {"run": run, "dev": {"f1": f1}, "test": {"f1": test_f1} if test_f1 is not None else None,
-                   "train": {"steps_per_s": steps_per_s, "peak_memory_mb": 100.0 + job}}
+                   "train": {"steps_per_s": steps_per_s, "peak_memory_mb": 100.0 + job, "device": "cuda:0"}}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         (run_dir / "status.json").write_text(json.dumps({"status": "completed", "run": run}))
     else:
