@@ -294,13 +294,16 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
+    regularizers = sorted({r["regularizer"] for r in rows} - {"none"})
+    palette = {"none": "0.5", **{name: f"C{i % 10}" for i, name in enumerate(regularizers)}}
+
     def bars(ax, subset):
-        labels = [f"{r['regularizer']}\n{r['kl']}\n{r['strength']}" for r in subset]
+        labels = [r["regularizer"] + ("" if r["kl"] == "—" else f"/{r['kl']}") +
+                  ("" if r["strength"] == "default" else f" {r['strength']}") for r in subset]
         means = [0 if math.isnan(r["dev_f1_mean"]) else r["dev_f1_mean"] for r in subset]
         errors = [0 if math.isnan(r["dev_f1_std"]) else r["dev_f1_std"] for r in subset]
-        colors = ["0.5" if r["regularizer"] == "none" else f"C{i % 10}" for i, r in enumerate(subset)]
-        ax.bar(range(len(subset)), means, yerr=errors, capsize=3, color=colors)
-        ax.set_xticks(range(len(subset)), labels, fontsize=6)
+        ax.bar(range(len(subset)), means, yerr=errors, capsize=3, color=[palette[r["regularizer"]] for r in subset])
+        ax.set_xticks(range(len(subset)), labels, fontsize=7, rotation=55, ha="right")
         ax.set_ylabel("dev F1 (mean ± std over seeds)")
         finite = [m for m in means if m > 0]
         if finite:
