@@ -66,8 +66,9 @@ def _checked_entity(
     return Entity(start, end, str(type_))
 
 
-def read_cluener(path: str | Path, end_inclusive: bool = True) -> list[Example]:
-    """CLUENER JSON lines: ``{"text", "label": {type: {mention: [[start, end], ...]}}}``."""
+def _read_json_lines(path: str | Path, entities_of) -> list[Example]:
+    """One example per non-blank JSON line; ``entities_of(record, text, path, line)`` yields the
+    line's entities (already checked against the text)."""
     path = Path(path)
     examples = []
     for number, line in _open_lines(path):
@@ -75,44 +76,46 @@ def read_cluener(path: str | Path, end_inclusive: bool = True) -> list[Example]:
             continue
         record = _json_object(path, number, line)
         text = record["text"]
+        entities = set(entities_of(record, text, path, number))
+        examples.append(Example(text, sorted(entities), f"{path}:{number}"))
+    return examples
+
+
+def read_cluener(path: str | Path, end_inclusive: bool = True) -> list[Example]:
+    """CLUENER JSON lines: ``{"text", "label": {type: {mention: [[start, end], ...]}}}``."""
+
+    def entities_of(record: dict, text: str, path: Path, number: int):
         labels = record.get("label") or {}
         if not isinstance(labels, dict):
             raise DataError('"label" must be an object {type: {mention: [[start, end], ...]}}', str(path), number)
-        entities = set()
         for type_, mentions in labels.items():
             if not isinstance(mentions, dict):
-                raise DataError(f'label {type_!r} must map mentions to offset lists', str(path), number)
+                raise DataError(f"label {type_!r} must map mentions to offset lists", str(path), number)
             for mention, offsets in mentions.items():
                 for pair in offsets:
                     if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                         raise DataError(f"offsets of {mention!r} must be [start, end] pairs", str(path), number)
                     start, end = pair
                     end = end + 1 if end_inclusive and isinstance(end, int) else end
-                    entities.add(_checked_entity(text, start, end, type_, mention, path, number))
-        examples.append(Example(text, sorted(entities), f"{path}:{number}"))
-    return examples
+                    yield _checked_entity(text, start, end, type_, mention, path, number)
+
+    return _read_json_lines(path, entities_of)
 
 
 def read_jsonl(path: str | Path, end_inclusive: bool = False) -> list[Example]:
     """The canonical format: ``{"text", "entities": [{"start", "end", "type"[, "text"]}]}``."""
-    path = Path(path)
-    examples = []
-    for number, line in _open_lines(path):
-        if not line.strip():
-            continue
-        record = _json_object(path, number, line)
-        text = record["text"]
+
+    def entities_of(record: dict, text: str, path: Path, number: int):
         raw = record.get("entities") or []
         if not isinstance(raw, list):
             raise DataError('"entities" must be a list', str(path), number)
-        entities = set()
         for item in raw:
             if not isinstance(item, dict) or not {"start", "end", "type"} <= item.keys():
                 raise DataError('each entity needs "start", "end" and "type"', str(path), number)
             end = item["end"] + 1 if end_inclusive and isinstance(item["end"], int) else item["end"]
-            entities.add(_checked_entity(text, item["start"], end, item["type"], item.get("text"), path, number))
-        examples.append(Example(text, sorted(entities), f"{path}:{number}"))
-    return examples
+            yield _checked_entity(text, item["start"], end, item["type"], item.get("text"), path, number)
+
+    return _read_json_lines(path, entities_of)
 
 
 def token_text(token: str, strip_position_digits: bool) -> str:
