@@ -123,6 +123,17 @@ def _resume_overrides(argv: list[str]) -> list[str]:
     return argv
 
 
+def training_cwd(run_dir: Path) -> Path | None:
+    """The working directory a run was started from (Hydra records it in .hydra/hydra.yaml)."""
+    from omegaconf import OmegaConf
+
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_file.exists():
+        return None
+    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
+    return Path(cwd) if cwd else None
+
+
 def _evaluate_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -143,12 +154,14 @@ def _evaluate_task(cfg) -> None:
         data_cfg = cfg.data
         data_overridden = any(o.split("=")[0].lstrip("+~").startswith("data") for o in hydra_cfg.overrides.task)
         saved = ckpt.parent / "config.yaml"
+        base_dir = None
         if not data_overridden and saved.exists():
             data_cfg = OmegaConf.load(saved).data
+            base_dir = training_cwd(ckpt.parent)  # relative data paths were relative to it
             log.info("evaluating on the data the model was trained with (%s); pass data=... to change", data_cfg.name)
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.merge(cfg, {"data": data_cfg}), resolve=True))
         loaded = LoadedModel.load(ckpt, resolve_device(cfg.trainer.device))
-        splits = load_splits(data_cfg)
+        splits = load_splits(data_cfg, base_dir)
         results: dict = {"status": "completed", "checkpoint": str(ckpt),
                          "run": {"dataset": splits.name, "labels": loaded.model.labels}}
         for name in ("dev", "test"):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the standard regularizer × KL matrix (conf/benchmark/<profile>.yaml), then `regner report`.
+"""Run the standard regularizer × KL matrix (scripts/matrices/<profile>.yaml), then `regner report`.
 
     python scripts/benchmark.py --profile cpu            # what `make benchmark` runs
     python scripts/benchmark.py --profile gpu --jobs 1   # `make benchmark PROFILE=gpu`
@@ -67,14 +67,14 @@ def machine_description() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="cpu", help="conf/benchmark/<profile>.yaml")
+    parser.add_argument("--profile", default="cpu", help="scripts/matrices/<profile>.yaml")
     parser.add_argument("--out", help="output directory (default outputs/benchmark/<profile>-<date>-<time>)")
     parser.add_argument("--jobs", type=int, default=None, help="presets run in parallel (default: cpu 2, gpu 1)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
 
-    profile = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "benchmark" / f"{args.profile}.yaml"))
+    profile = OmegaConf.to_container(OmegaConf.load(REPO / "scripts" / "matrices" / f"{args.profile}.yaml"))
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     out_dir = Path(args.out or REPO / "outputs" / "benchmark" / f"{args.profile}-{stamp}").resolve()
     jobs = args.jobs or (2 if args.profile == "cpu" else 1)
