@@ -156,3 +156,22 @@ def test_user_errors_are_one_clear_paragraph(tmp_path, args, message):
     (run_dir,) = run_dirs(tmp_path)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
     assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("dataset,types,train_limit", [("cluener", 10, 300), ("weibo", 8, "null"), ("msra", 3, 300)])
+def test_real_datasets_train_and_report_per_type(tmp_path, dataset, types, train_limit):
+    from .conftest import SHARED_DATA, shared
+
+    shared(dataset)
+    result = regner("train", f"data={dataset}", f"data.max_train_samples={train_limit}", "data.max_eval_samples=100",
+                    "trainer.max_epochs=1", "trainer.progress=false", "encoder.hidden_size=32", "encoder.num_layers=1",
+                    "encoder.intermediate_size=64", f"data.root={SHARED_DATA}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = run_dirs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["dev"]["per_type"]) == types and metrics["run"]["dataset"] == dataset
+    assert metrics["dev"]["seqeval"] is not None  # all three dev sets are flat, so seqeval's report is there
+    log = (run_dir / "regner.log").read_text()
+    assert "type" in log and "F1" in log
+    if dataset == "msra":
+        assert "msra has no dev split: carved" in log
