@@ -72,3 +72,31 @@ def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
         run_training(compose_config(), tmp_path)
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_pretrained_encoder_loads_from_a_local_directory(tmp_path):
+    """The hub-loading path (AutoModel/AutoTokenizer.from_pretrained) on a model saved to disk."""
+    from regner.data.demo import generate_split
+    from regner.encoder import build_char_vocab, tiny_encoder, tiny_tokenizer
+
+    vocab = build_char_vocab(ex.text for ex in generate_split(200, 0, "train"))
+    model_dir = tmp_path / "my-bert"
+    tiny_tokenizer(vocab).save_pretrained(model_dir)
+    cfg = compose_config("encoder=tiny")
+    tiny_encoder(len(vocab), cfg.encoder).save_pretrained(model_dir)
+    small_run = [o for o in TINY if not o.startswith("encoder.")]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        pretrained = compose("config", overrides=[*small_run, "encoder=pretrained", f"encoder.pretrained={model_dir}"])
+    metrics = run_training(pretrained, tmp_path / "run")
+    assert metrics["run"]["encoder"] == "pretrained"
+    from transformers import AutoModel
+
+    reloaded = AutoModel.from_pretrained(tmp_path / "run" / "checkpoint")  # the encoder part is a plain HF model
+    assert reloaded.config.hidden_size == cfg.encoder.hidden_size
+
+
+def test_encoder_directory_without_config_is_rejected(tmp_path):
+    from regner.encoder import EncoderError, load_pretrained
+
+    with pytest.raises(EncoderError, match="without config.json is not a transformers model"):
+        load_pretrained(str(tmp_path))
