@@ -1,5 +1,6 @@
-"""The ``regner`` command: ``train`` and ``sweep`` are Hydra apps over ``conf/``; other
-subcommands are plain argparse tools.
+"""The ``regner`` command. ``train``, ``sweep`` and ``evaluate`` are Hydra apps over ``conf/``;
+``report`` uses argparse, and ``predict`` takes ``key=value`` arguments but keeps stdout clean for
+its JSONL (no Hydra logging, no run directory).
 
     regner train [overrides...]        one run (Hydra single-run mode)
     regner sweep [overrides...]        Hydra multirun (-m is implied), e.g. regner sweep alpha=1,4
@@ -112,7 +113,7 @@ def _resume_overrides(argv: list[str]) -> list[str]:
     if "trainer.resume=true" in argv:
         try:
             run_dir = latest_unfinished_run()
-        except Exception as err:  # noqa: BLE001 - a user error, reported in one line
+        except DataError as err:
             raise SystemExit(f"regner: {err}") from None
         argv = [a for a in argv if a != "trainer.resume=true"] + [f"resume={run_dir}"]
     for arg in argv:
