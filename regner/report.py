@@ -36,6 +36,7 @@ class RunRecord:
     seed: Any
     status: str
     reason: str = ""
+    alpha: Any = None  # the top-level strength the sweep may vary
     dev_f1: float = math.nan
     test_f1: float = math.nan
     sec_per_step: float = math.nan
@@ -87,7 +88,8 @@ def _record(run_dir: Path) -> RunRecord | None:
     if state == "completed" and metrics is None:
         state = "incomplete"
     record = RunRecord(run_dir, run["dataset"], run["encoder"], run["regularizer"], run.get("kl"),
-                       run.get("regularizer_config", {}), run.get("seed"), state, status.get("reason", ""))
+                       run.get("regularizer_config", {}), run.get("seed"), state, status.get("reason", ""),
+                       run.get("alpha"))
     if metrics:
         record.dev_f1 = float(metrics["dev"]["f1"])
         record.test_f1 = float(metrics["test"]["f1"]) if metrics.get("test") else math.nan
@@ -128,7 +130,9 @@ def _format_value(value: Any) -> str:
 
 
 def strength_labels(records: list[RunRecord]) -> dict[int, str]:
-    """Label each run by the regularizer knobs that vary among runs of that regularizer."""
+    """Label each run by the regularizer knobs that vary among runs of that regularizer. When none
+    vary but the sweep varied the top-level ``alpha`` (which this regularizer ignores, e.g. ``none``),
+    the runs stay apart as ``alpha=X (unused)``, so a sweep over alpha shows one row per value."""
     by_regularizer: dict[str, list[RunRecord]] = defaultdict(list)
     for r in records:
         by_regularizer[r.regularizer].append(r)
@@ -136,8 +140,12 @@ def strength_labels(records: list[RunRecord]) -> dict[int, str]:
     for runs in by_regularizer.values():
         keys = sorted({k for r in runs for k in r.knobs})
         varying = [k for k in keys if len({json.dumps(r.knobs.get(k), sort_keys=True) for r in runs}) > 1]
+        alpha_varies = not varying and len({json.dumps(r.alpha) for r in runs}) > 1
         for r in runs:
-            labels[id(r)] = ", ".join(f"{k}={_format_value(r.knobs.get(k))}" for k in varying) or "default"
+            label = ", ".join(f"{k}={_format_value(r.knobs.get(k))}" for k in varying)
+            if alpha_varies:
+                label = f"alpha={_format_value(r.alpha)} (unused)"
+            labels[id(r)] = label or "default"
     return labels
 
 
@@ -154,7 +162,10 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
 
 def summarize(groups: list[Group]) -> list[dict[str, Any]]:
     """One row per group, with the comparison to ``none`` of the same dataset and encoder."""
-    baselines = {(g.dataset, g.encoder): g for g in groups if g.regularizer == "none"}
+    baselines: dict[tuple[str, str], list[float]] = defaultdict(list)  # all `none` runs, pooled
+    for g in groups:
+        if g.regularizer == "none":
+            baselines[(g.dataset, g.encoder)].extend(g.values("dev_f1"))
     rows = []
     for g in groups:
         dev_mean, dev_std = _mean_std(g.values("dev_f1"))
@@ -172,11 +183,10 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
             "peak_memory_mb": max(memory, default=math.nan),
             "delta_vs_none": math.nan, "verdict": "",
         }
-        base = baselines.get((g.dataset, g.encoder))
-        if base is not None and g is not base:
-            row["delta_vs_none"], row["verdict"] = compare(g.values("dev_f1"), base.values("dev_f1"))
-        elif g is base:
+        if g.regularizer == "none":
             row["verdict"] = "baseline"
+        elif (g.dataset, g.encoder) in baselines:
+            row["delta_vs_none"], row["verdict"] = compare(g.values("dev_f1"), baselines[(g.dataset, g.encoder)])
         rows.append(row)
     return rows
 
@@ -263,7 +273,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def _numeric_strength(strength: str) -> float | None:
     """The value of a single varying numeric knob ("alpha=4" -> 4.0), else None."""
-    if "," in strength or "=" not in strength:
+    if "," in strength or "=" not in strength or strength.endswith("(unused)"):
         return None
     try:
         return float(strength.split("=", 1)[1])

@@ -100,3 +100,28 @@ def test_two_job_sweep_then_report(tmp_path, extra):
     assert report.returncode == 0, report.stderr
     table = [line for line in report.stdout.splitlines() if line.startswith("| rdrop")]
     assert len(table) == 2 and "alpha=1" in table[0] and "alpha=4" in table[1]
+
+
+def test_alpha_sweep_of_a_regularizer_that_ignores_it_keeps_one_row_per_value(tmp_path):
+    for job, alpha in enumerate([1.0, 4.0]):
+        run_dir = fake_run(tmp_path, "s", job, "none", 0.9, 42)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics["run"]["alpha"] = alpha
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    rows = summarize(group_runs(collect_runs([tmp_path])))
+    assert [r["strength"] for r in rows] == ["alpha=1 (unused)", "alpha=4 (unused)"]
+    assert [r["n"] for r in rows] == [1, 1]
+
+
+def test_several_none_groups_form_one_pooled_baseline(tmp_path):
+    for job, (alpha, f1) in enumerate([(1.0, 0.60), (1.0, 0.62), (4.0, 0.64), (4.0, 0.62)]):
+        run_dir = fake_run(tmp_path, "s", job, "none", f1, job)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics["run"]["alpha"] = alpha
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    for job, f1 in enumerate([0.70, 0.71, 0.72], start=4):
+        fake_run(tmp_path, "s", job, "rdrop", f1, job, kl="globalpointer", knobs={"alpha": 1.0})
+    rows = summarize(group_runs(collect_runs([tmp_path])))
+    assert [r["verdict"] for r in rows if r["regularizer"] == "none"] == ["baseline", "baseline"]
+    (rdrop,) = [r for r in rows if r["regularizer"] == "rdrop"]
+    assert rdrop["delta_vs_none"] == pytest.approx(0.71 - 0.62) and rdrop["verdict"] == "better"
