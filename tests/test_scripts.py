@@ -1,0 +1,25 @@
+"""The helper scripts run (CI-sized) and print what they promise."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_throughput_prints_a_row_per_regularizer():
+    result = subprocess.run([sys.executable, "scripts/bench_throughput.py", "--encoder", "small", "--batch-sizes", "4",
+                             "--steps", "1", "--warmup", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 4 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["none", "rdrop", "fgm", "gp", "vat", "noise"]
+    assert rows[0].split("|")[5].strip() == "1.00×"
+
+
+def test_benchmark_dry_run_lists_one_sweep_per_cell_and_preset():
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", "cpu", "--dry-run"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 16 and all(line.startswith("regner sweep experiment=bench_cpu_") for line in lines)
+    assert all("seed=1,2,3" in line for line in lines)
