@@ -60,6 +60,7 @@ def _train_task(cfg) -> float | None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    from regner.data.loading import absolutize_paths
     from regner.runio import atomic_write_text
     from regner.trainer import TrainingDiverged, run_training
 
@@ -70,6 +71,7 @@ def _train_task(cfg) -> float | None:
         if cfg.get("resume"):
             cfg = resumable_config(Path(cfg.resume))
         elif int(os.environ.get("RANK", "0")) == 0:
+            absolutize_paths(cfg.data, Path.cwd())
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         metrics = run_training(cfg, run_dir, resume=bool(cfg.get("resume")))
     except (*user_errors(), TrainingDiverged) as err:

@@ -170,3 +170,18 @@ def test_shared_msra_test_counts():
 def test_directory_instead_of_file(tmp_path):
     with pytest.raises(DataError, match="expected a file but found a directory"):
         read_conll(tmp_path)
+
+
+def test_absolutize_paths_keeps_hub_ids(tmp_path):
+    from omegaconf import OmegaConf
+
+    from regner.data.loading import absolutize_paths
+
+    (tmp_path / "local_ds").mkdir()
+    cfg = OmegaConf.create({"train": "data/train.json", "dev": None, "test": "/abs/test.json", "path": "org/hub-id"})
+    absolutize_paths(cfg, tmp_path)
+    assert cfg.train == str(tmp_path / "data" / "train.json") and cfg.dev is None and cfg.test == "/abs/test.json"
+    assert cfg.path == "org/hub-id"
+    cfg.path = "local_ds"
+    absolutize_paths(cfg, tmp_path)
+    assert cfg.path == str(tmp_path / "local_ds")

@@ -106,6 +106,21 @@ def _read_splits(cfg: Any, base_dir: Path | None) -> tuple[list, list | None, li
     return train, dev, test
 
 
+PATH_KEYS = ("train", "dev", "test", "root")
+
+
+def absolutize_paths(cfg: Any, base_dir: str | Path) -> None:
+    """Rewrite relative data paths in ``cfg`` (an OmegaConf node) as absolute, in place, so a saved
+    run config can be evaluated or resumed from any working directory. A hub id is left alone."""
+    for key in (*PATH_KEYS, "path"):
+        value = cfg.get(key)
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        candidate = Path(base_dir) / Path(value).expanduser()
+        if key != "path" or candidate.exists():
+            cfg[key] = str(candidate.resolve())
+
+
 def carve_dev(train: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Deterministically move ``fraction`` of train into a dev split."""
     if not 0 < fraction < 1:
