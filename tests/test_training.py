@@ -100,3 +100,28 @@ def test_encoder_directory_without_config_is_rejected(tmp_path):
 
     with pytest.raises(EncoderError, match="without config.json is not a transformers model"):
         load_pretrained(str(tmp_path))
+
+
+def test_compile_failure_on_the_first_step_falls_back_to_eager(tmp_path, monkeypatch):
+    """trainer.compile must never cost a run: a backend error on the first step means eager mode."""
+    import torch
+
+    from regner.trainer import Trainer
+
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: setattr(self, "_compiled_call_impl", None))
+    original, calls = Trainer._training_step, {"n": 0}
+
+    def first_step_breaks(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("inductor backend exploded")
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_training_step", first_step_breaks)
+    metrics = run_training(compose_config("trainer.compile=true"), tmp_path)
+    assert metrics["train"]["compiled"] is False and metrics["status"] == "completed"
+
+
+def test_compile_is_skipped_for_the_exact_gradient_penalty(tmp_path):
+    metrics = run_training(compose_config("trainer.compile=true", "regularizer=gp"), tmp_path)
+    assert metrics["train"]["compiled"] is False
