@@ -61,6 +61,7 @@ def _train_task(cfg) -> float | None:
     from omegaconf import OmegaConf
 
     from regner.data.loading import absolutize_paths
+    from regner.distributed import env_rank
     from regner.runio import atomic_write_text
     from regner.trainer import TrainingDiverged, run_training
 
@@ -70,7 +71,7 @@ def _train_task(cfg) -> float | None:
     try:
         if cfg.get("resume"):
             cfg = resumable_config(Path(cfg.resume))
-        elif int(os.environ.get("RANK", "0")) == 0:
+        elif env_rank() == 0:
             absolutize_paths(cfg.data, Path.cwd())
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         metrics = run_training(cfg, run_dir, resume=bool(cfg.get("resume")))
@@ -126,17 +127,6 @@ def _resume_overrides(argv: list[str]) -> list[str]:
     return argv
 
 
-def training_cwd(run_dir: Path) -> Path | None:
-    """The working directory a run was started from (Hydra records it in .hydra/hydra.yaml)."""
-    from omegaconf import OmegaConf
-
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if not hydra_file.exists():
-        return None
-    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
-    return Path(cwd) if cwd else None
-
-
 def _evaluate_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -157,14 +147,12 @@ def _evaluate_task(cfg) -> None:
         data_cfg = cfg.data
         data_overridden = any(o.split("=")[0].lstrip("+~").startswith("data") for o in hydra_cfg.overrides.task)
         saved = ckpt.parent / "config.yaml"
-        base_dir = None
         if not data_overridden and saved.exists():
-            data_cfg = OmegaConf.load(saved).data
-            base_dir = training_cwd(ckpt.parent)  # relative data paths were relative to it
+            data_cfg = OmegaConf.load(saved).data  # its data paths were saved absolute
             log.info("evaluating on the data the model was trained with (%s); pass data=... to change", data_cfg.name)
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.merge(cfg, {"data": data_cfg}), resolve=True))
         loaded = LoadedModel.load(ckpt, resolve_device(cfg.trainer.device))
-        splits = load_splits(data_cfg, base_dir)
+        splits = load_splits(data_cfg)
         results: dict = {"status": "completed", "checkpoint": str(ckpt),
                          "run": {"dataset": splits.name, "labels": loaded.model.labels}}
         for name in ("dev", "test"):
@@ -187,7 +175,9 @@ def _evaluate_task(cfg) -> None:
 
 def _secondary_rank_overrides(argv: list[str]) -> list[str]:
     """Under torchrun, ranks > 0 write nothing: no run directory of their own, no Hydra files."""
-    rank = int(os.environ.get("RANK", "0"))
+    from regner.distributed import env_rank
+
+    rank = env_rank()
     if rank == 0:
         return argv
     import tempfile

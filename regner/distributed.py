@@ -18,6 +18,11 @@ import torch
 import torch.distributed as dist
 
 
+def env_rank() -> int:
+    """This process's rank as set by torchrun/accelerate (0 when not launched data-parallel)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -84,13 +89,6 @@ class Distributed:
         gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
         dist.all_gather(gathered, mine)
         return all(torch.equal(g, gathered[0]) for g in gathered)
-
-    def all_sum(self, value: float) -> float:
-        if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor)
-        return float(tensor)
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():

@@ -187,10 +187,10 @@ def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overla
     Sweeps re-read the same data dozens of times; the cache makes that free. A damaged or foreign
     cache file is ignored and rewritten.
     """
-    import os
     import pickle
-    import tempfile
     from pathlib import Path
+
+    from regner.runio import atomic_target
 
     if not cache_dir:
         return encode_examples(examples, tokenizer, label2id, max_length, overlap)
@@ -206,11 +206,8 @@ def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overla
             log.warning("ignoring unreadable feature cache %s (%s)", path, err)
     windows, stats = encode_examples(examples, tokenizer, label2id, max_length, overlap)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            pickle.dump((windows, stats), handle, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            tmp.write_bytes(pickle.dumps((windows, stats), protocol=pickle.HIGHEST_PROTOCOL))
     except OSError as err:
         log.warning("could not write the feature cache %s (%s)", path, err)
     return windows, stats

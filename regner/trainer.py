@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import resource
 import time
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from regner.batching import LengthBucketSampler, collate, dense_targets
 from regner.data.loading import load_splits
-from regner.distributed import Distributed
+from regner.distributed import Distributed, env_rank
 from regner.encoder import build_encoder
 from regner.evaluation import encode_split, evaluate, to_device
 from regner.head import span_mask
@@ -35,7 +34,7 @@ from regner.model import SpanModel
 from regner.regularizers.base import Regularizer, TrainingStep
 from regner.regularizers.gp import GradientPenalty
 from regner.regularizers.kl import get_kl
-from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_write_json, write_status
+from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +182,10 @@ LAST_STATE = "last/trainer_state.pt"
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None, resume: bool = False):
+    def __init__(self, cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None, resume: bool = False,
+                 run_info: dict[str, Any] | None = None):
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.run_info = run_info if run_info is not None else run_metadata(cfg)
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.tcfg = cfg.trainer
 
@@ -307,13 +308,10 @@ class Trainer:
         """Everything needed to continue exactly: weights, optimizer, scheduler, scaler, RNG, state."""
         if not self.dist.is_main:
             return
-        path = self.run_dir / LAST_STATE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "rng": rng_state(), "state": asdict(self.state)}, tmp)
-        tmp.replace(path)
+        with atomic_target(self.run_dir / LAST_STATE) as tmp:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                        "rng": rng_state(), "state": asdict(self.state)}, tmp)
 
     def load_last(self) -> None:
         path = self.run_dir / LAST_STATE
@@ -414,7 +412,7 @@ class Trainer:
         steps = self.state.global_step
         return {
             "status": "completed",
-            "run": run_metadata(self.cfg),
+            "run": self.run_info,
             "best_epoch": best_epoch, "epochs": epochs,
             "dev": dev, "test": test,
             "train": {"steps": steps, "train_time_s": train_time, "wall_time_s": wall_time,
@@ -437,25 +435,20 @@ def format_per_type(scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None,
                  resume: bool = False) -> dict[str, Any]:
     """Train, then write ``metrics.json``; ``status.json`` says ``failed`` (and why) if anything breaks.
     Only the main process writes when training data-parallel."""
     run_dir = Path(run_dir)
-    main = is_main_process()
+    main = env_rank() == 0
     status = partial(write_status, run_dir) if main else (lambda *a, **k: None)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    status("running")
     try:
         run = run_metadata(cfg)
         status("running", run=run)
-        metrics = Trainer(cfg, run_dir, base_dir, resume=resume).fit()
+        metrics = Trainer(cfg, run_dir, base_dir, resume=resume, run_info=run).fit()
     except BaseException as err:
         status("failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
                diverged=isinstance(err, TrainingDiverged))
