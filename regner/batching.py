@@ -45,7 +45,8 @@ class LengthBucketSampler:
 
 
 def collate(windows: Sequence[Window], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad to the longest window; span labels stay sparse as rows (batch, type, start, end)."""
+    """Pad to the longest window; span labels stay sparse as rows (batch, type, start, end), each
+    span once (the loss sums over distinct positive cells)."""
     length = max(len(w) for w in windows)
     input_ids = torch.full((len(windows), length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(windows), length), dtype=torch.long)
@@ -56,14 +57,15 @@ def collate(windows: Sequence[Window], pad_id: int = 0) -> dict[str, torch.Tenso
         input_ids[b, :n] = torch.tensor(window.input_ids)
         attention_mask[b, :n] = 1
         token_mask[b, 1 : n - 1] = True
-        rows.extend((b, t, s, e) for t, s, e in window.spans)
+        rows.extend(sorted({(b, t, s, e) for t, s, e in window.spans}))
     spans = torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_mask": token_mask, "spans": spans}
 
 
 def dense_targets(spans: torch.Tensor, batch_size: int, num_types: int, length: int,
                   device: torch.device | str) -> torch.Tensor:
-    """The [batch, types, len, len] 0/1 target built on ``device`` with one scatter."""
+    """The [batch, types, len, len] 0/1 target built on ``device`` with one scatter (the loss itself
+    takes the sparse rows; this is for inspection and tests)."""
     target = torch.zeros((batch_size, num_types, length, length), dtype=torch.bool, device=device)
     if spans.numel():
         spans = spans.to(device)

@@ -4,6 +4,11 @@ Both heads rotate queries and keys with RoPE so that the start–end score depen
 position, and both return raw (at least) fp32 scores of shape [batch, types, len, len]; masking is applied by
 the loss, the KL terms and the decoder (see :func:`span_mask`), which keeps masked values out of
 every exp/log.
+
+Precision: under autocast the projection to queries/keys runs in the autocast dtype (it is an
+ordinary linear layer), but RoPE and the q·kᵀ product run in fp32 with autocast disabled. A bf16
+q·kᵀ has errors of order 0.05 on logits of ±15, as large as the dropout differences R-Drop's KL
+measures, so the scores are exact fp32 functions of the (rounded) queries and keys.
 """
 
 from __future__ import annotations
@@ -27,10 +32,20 @@ def rope_tables(length: int, dim: int, device=None, base: float = 10000.0) -> tu
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [..., length, dim] pairwise: (a, b) -> (a cos - b sin, b cos + a sin)."""
+    """Rotate x [..., length, dim] pairwise: (a, b) -> (a cos - b sin, b cos + a sin), in (at least) fp32."""
     x32 = at_least_fp32(x)
     rotated = torch.stack((-x32[..., 1::2], x32[..., 0::2]), dim=-1).reshape(x32.shape)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    return x32 * cos.to(x32.dtype) + rotated * sin.to(x32.dtype)
+
+
+def fp32_scores(q: torch.Tensor, k: torch.Tensor, rope: bool) -> torch.Tensor:
+    """RoPE (optional) and q·kᵀ/√d in (at least) fp32 with autocast off: [..., len, len]."""
+    with torch.autocast(q.device.type, enabled=False):
+        q, k = at_least_fp32(q), at_least_fp32(k)
+        if rope:
+            cos, sin = rope_tables(q.shape[-2], q.shape[-1], q.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
 
 
 def span_mask(token_mask: torch.Tensor) -> torch.Tensor:
@@ -54,11 +69,7 @@ class GlobalPointer(nn.Module):
         batch, length, _ = hidden.shape
         qk = self.proj(hidden).view(batch, length, self.num_types, 2, self.head_size)
         q, k = qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)  # [B, T, L, D]
-        if self.rope:
-            cos, sin = rope_tables(length, self.head_size, hidden.device)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        scores = torch.matmul(q, k.transpose(-1, -2))
-        return at_least_fp32(scores) / math.sqrt(self.head_size)
+        return fp32_scores(q, k, self.rope)
 
 
 class EfficientGlobalPointer(nn.Module):
@@ -72,14 +83,11 @@ class EfficientGlobalPointer(nn.Module):
         self.type_bias = nn.Linear(head_size * 2, num_types * 2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = hidden.shape
         qk = self.proj(hidden)
         q, k = qk[..., : self.head_size], qk[..., self.head_size :]
-        if self.rope:
-            cos, sin = rope_tables(length, self.head_size, hidden.device)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        shared = at_least_fp32(torch.matmul(q, k.transpose(-1, -2))) / math.sqrt(self.head_size)  # [B, L, L]
-        bias = at_least_fp32(self.type_bias(qk)).transpose(1, 2) / 2  # [B, 2T, L]
+        shared = fp32_scores(q, k, self.rope)  # [B, L, L]
+        with torch.autocast(hidden.device.type, enabled=False):
+            bias = self.type_bias(at_least_fp32(qk)).transpose(1, 2) / 2  # [B, 2T, L]
         start_bias, end_bias = bias[:, 0::2, :, None], bias[:, 1::2, None, :]
         return shared[:, None] + start_bias + end_bias
 

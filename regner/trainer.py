@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from regner.batching import LengthBucketSampler, collate, dense_targets
+from regner.batching import LengthBucketSampler, collate
 from regner.data.loading import load_splits
 from regner.distributed import Distributed, env_rank
 from regner.encoder import build_encoder
@@ -272,11 +272,9 @@ class Trainer:
 
     def _training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         batch = to_device(batch, self.device)
-        size, length = batch["input_ids"].shape
-        targets = dense_targets(batch["spans"], size, len(self.label2id), length, self.device)
         scaler = self.scaler
         step = TrainingStep(
-            model=self.model, batch=batch, targets=targets, mask=span_mask(batch["token_mask"]), kl=self.kl,
+            model=self.model, batch=batch, targets=batch["spans"], mask=span_mask(batch["token_mask"]), kl=self.kl,
             backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
             grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
         terms = self.regularizer.step(step)

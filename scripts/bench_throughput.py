@@ -27,7 +27,6 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regner.batching import dense_targets  # noqa: E402
 from regner.encoder import tiny_encoder  # noqa: E402
 from regner.head import span_mask  # noqa: E402
 from regner.model import SpanModel  # noqa: E402
@@ -106,7 +105,7 @@ def bench(args) -> list[dict]:
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 b, length = batch["input_ids"].shape
-                step = TrainingStep(model=model, batch=batch, targets=dense_targets(batch["spans"], b, TYPES, length, device),
+                step = TrainingStep(model=model, batch=batch, targets=batch["spans"],
                                     mask=span_mask(batch["token_mask"]), kl=globalpointer_kl, autocast=autocast)
                 regularizer.step(step)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -56,3 +56,34 @@ def test_decode_known_score_matrix():
     found = decode_scores(scores, span_mask(token_mask), threshold=0.0)
     assert found == [[(0, 1, 2, 3.0), (1, 2, 2, 0.5)]]
     assert decode_scores(scores, span_mask(token_mask), threshold=1.0) == [[(0, 1, 2, 3.0)]]
+
+
+def float64_reference(head, hidden):
+    """The head's scores computed from its (autocast-rounded) queries and keys in float64."""
+    def fp64_scores(q, k):
+        cos, sin = rope_tables(q.shape[-2], q.shape[-1])
+        q, k = apply_rope(q, cos.double(), sin.double()), apply_rope(k, cos.double(), sin.double())
+        return q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        qk = head.proj(hidden)
+    batch, length, _ = hidden.shape
+    if isinstance(head, GlobalPointer):
+        qk = qk.view(batch, length, head.num_types, 2, head.head_size)
+        q, k = qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)
+        return fp64_scores(q.double(), k.double())
+    q, k = qk[..., : head.head_size].double(), qk[..., head.head_size :].double()
+    bias = (qk.double() @ head.type_bias.weight.double().T + head.type_bias.bias.double()).transpose(1, 2) / 2
+    return fp64_scores(q, k)[:, None] + bias[:, 0::2, :, None] + bias[:, 1::2, None, :]
+
+
+def test_span_scores_are_fp32_under_bf16_autocast():
+    """RoPE and q·kᵀ must not run in bf16: on logits of ±15 a bf16 product is off by ~0.05."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 40, 64) * 3
+    for head in (GlobalPointer(64, 3, 64), EfficientGlobalPointer(64, 3, 64)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            scores = head(hidden)
+        reference = float64_reference(head, hidden)
+        assert scores.dtype == torch.float32 and reference.abs().max() > 5
+        assert (scores.double() - reference).abs().max() < 1e-4

@@ -27,7 +27,7 @@ class TrainingStep:
 
     model: Any
     batch: dict[str, torch.Tensor]
-    targets: torch.Tensor  # [B, T, L, L] bool
+    targets: torch.Tensor  # positive spans: sparse rows [N, 4] (batch, type, start, end), or a dense [B, T, L, L] bool
     mask: torch.Tensor  # [B, 1, L, L] bool, valid spans
     kl: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     backward: Callable[[torch.Tensor], None] = field(default=lambda loss: loss.backward())
