@@ -214,7 +214,7 @@ class Trainer:
         self.dist.broadcast_parameters(self.model)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.regularizer = instantiate_regularizer(cfg.regularizer)
-        self.kl = get_kl(cfg.kl.name)
+        self.kl = get_kl(cfg.kl.name, cfg.kl.get("reduction", "mean"))
         log.info("model: %s encoder (%.1fM parameters), %s head; regularizer %r, kl=%s%s",
                  cfg.encoder.name, sum(p.numel() for p in self.model.parameters()) / 1e6,
                  cfg.head.type, self.regularizer, cfg.kl.name,

@@ -30,7 +30,9 @@ def test_globalpointer_kl_is_explicit_symmetric_bernoulli_kl():
             p, q = sigmoid(float(s[b, k, i, j])), sigmoid(float(t[b, k, i, j]))
             total += bernoulli_kl(p, q) + bernoulli_kl(q, p)
     expected = total / (s.shape[0] * s.shape[1])
-    assert globalpointer_kl(s, t, mask).item() == pytest.approx(expected, rel=1e-5)
+    assert globalpointer_kl(s, t, mask, reduction="sum").item() == pytest.approx(expected, rel=1e-5)
+    cells = int(mask.sum()) * s.shape[1]
+    assert globalpointer_kl(s, t, mask).item() == pytest.approx(total / cells, rel=1e-5)
 
 
 def test_softmax_kl_is_explicit_symmetric_kl_of_span_softmax():
@@ -42,13 +44,34 @@ def test_softmax_kl_is_explicit_symmetric_kl_of_span_softmax():
             p = torch.softmax(s[b, k][valid].double(), 0)
             q = torch.softmax(t[b, k][valid].double(), 0)
             total += float((p * (p / q).log()).sum() + (q * (q / p).log()).sum())
-    assert softmax_kl(s, t, mask).item() == pytest.approx(total / 6, rel=1e-5)
+    assert softmax_kl(s, t, mask, reduction="sum").item() == pytest.approx(total / 6, rel=1e-5)
+    assert softmax_kl(s, t, mask).item() == pytest.approx(total / (int(mask.sum()) * 3), rel=1e-5)
 
 
 def test_mse_kl():
     s, t, mask = example(2)
     m = mask.expand_as(s)
-    assert mse_kl(s, t, mask).item() == pytest.approx(float(((s - t)[m] ** 2).sum() / 6), rel=1e-5)
+    assert mse_kl(s, t, mask, reduction="sum").item() == pytest.approx(float(((s - t)[m] ** 2).sum() / 6), rel=1e-5)
+    assert mse_kl(s, t, mask).item() == pytest.approx(float(((s - t)[m] ** 2).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("kl", [globalpointer_kl, mse_kl])
+def test_mean_reduction_does_not_grow_with_length_but_sum_does(kl):
+    """The same per-span disagreement weighs the same at 8 and at 128 tokens with the mean."""
+    values = {}
+    for length in (8, 128):
+        s = torch.full((2, 3, length, length), 0.5)
+        mask = span_mask(torch.ones(2, length, dtype=torch.bool))
+        values[length] = (kl(s, -s, mask).item(), kl(s, -s, mask, reduction="sum").item())
+    assert values[8][0] == pytest.approx(values[128][0], rel=1e-6)
+    assert values[128][1] > 200 * values[8][1]
+
+
+def test_unknown_reduction_is_rejected():
+    from regner.regularizers.kl import get_kl
+
+    with pytest.raises(ValueError, match="kl.reduction"):
+        get_kl("globalpointer", "median")
 
 
 @pytest.mark.parametrize("kl", VARIANTS)

@@ -1,4 +1,5 @@
 import copy
+import functools
 
 import pytest
 import torch
@@ -153,3 +154,80 @@ def test_unknown_options_are_rejected():
         FGM(target="nowhere")
     with pytest.raises(ValueError):
         GradientPenalty(mode="guess")
+
+
+def record_vat_search(monkeypatch):
+    """Wrap VAT's power iteration: record the distance function it is given and the direction."""
+    import regner.regularizers.vat as vat_module
+
+    seen = {}
+    original = vat_module.adversarial_direction
+
+    def recording(distance, initial, xi, iterations, keep=None):
+        seen.update(distance=distance, initial=initial, xi=xi, keep=keep)
+        seen["direction"] = original(distance, initial, xi, iterations, keep)
+        return seen["direction"]
+
+    monkeypatch.setattr(vat_module, "adversarial_direction", recording)
+    return seen, original
+
+
+def test_vat_reference_and_search_see_one_function_under_dropout(monkeypatch):
+    """With dropout on, D(s, s(e + 0)) is exactly 0 and power iteration from two random starts
+    converges to the same top eigenvector: the search sees one deterministic function."""
+    seen, original = record_vat_search(monkeypatch)
+    torch.manual_seed(0)
+    model, batch = tiny_model(dropout=0.3).double(), tiny_batch()
+    VAT(alpha=1.0, epsilon=1.0, xi=1e-4).step(training_step(model, batch))
+    distance, keep = seen["distance"], seen["keep"]
+    with torch.no_grad():
+        assert distance(torch.zeros_like(seen["initial"])).item() == 0.0
+    starts = [torch.randn_like(seen["initial"]) for _ in range(2)]
+    found = [original(distance, start, seen["xi"], 100, keep) for start in starts]
+    for sample in range(found[0].shape[0]):
+        cos = torch.nn.functional.cosine_similarity(found[0][sample].flatten(), found[1][sample].flatten(), dim=0)
+        assert abs(float(cos)) > 0.95
+
+
+def test_vat_direction_under_bf16_agrees_with_fp32(monkeypatch):
+    seen, _ = record_vat_search(monkeypatch)
+    directions = []
+    for precision in ("fp32", "bf16"):
+        model, batch = tiny_model(dropout=0.0, hidden=32), tiny_batch()
+        step = training_step(model, batch)
+        if precision == "bf16":
+            step.autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+        torch.manual_seed(3)
+        VAT(alpha=1.0, epsilon=1.0).step(step)
+        directions.append(seen["direction"])
+    cos = torch.nn.functional.cosine_similarity(directions[0].flatten(1), directions[1].flatten(1), dim=1)
+    assert torch.all(cos > 0.9), cos
+
+
+def test_relative_sizes_ignore_padding_and_the_pad_row(monkeypatch):
+    """A huge PAD embedding row and extra padding must not change relative ε (FGM, VAT) or σ (noise)."""
+    model, batch = tiny_model(), tiny_batch()
+    embedding = model.encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        embedding[0] = 100.0  # the PAD row; batch row 1 is padded with id 0
+    step = training_step(model, batch)
+    real = batch["attention_mask"].bool()
+    embeds = step.embed().detach()
+    used = torch.unique(batch["input_ids"][real])
+    assert FGM._used_rows_norm(step, embedding).item() == pytest.approx(embedding.detach()[used].norm().item(), rel=1e-6)
+    # noise: with unit "noise", the shift at real positions is σ × the RMS of the real positions
+    monkeypatch.setattr(torch, "randn_like", lambda x: torch.ones_like(x))
+    shift = (GaussianNoise(sigma=0.5, relative=True)._noisy(step, embeds) - embeds)[1, 0, 0]
+    row = embeds[1][real[1]]
+    assert shift.item() == pytest.approx(0.5 * row.pow(2).mean().sqrt().item(), rel=1e-5)
+    # VAT: the adversarial pass's input is e + ε‖e_real‖·d for a unit direction d
+    import regner.regularizers.vat as vat_module
+
+    monkeypatch.setattr(vat_module, "adversarial_direction", lambda distance, initial, xi, it, keep=None:
+                        keep / keep.flatten(1).norm(dim=1).view(-1, 1, 1))
+    inputs = []
+    model.encoder.register_forward_hook(lambda m, a, kw, out: inputs.append(kw["inputs_embeds"].detach()),
+                                        with_kwargs=True)
+    VAT(epsilon=0.1, relative=True).step(training_step(model, batch))
+    radius = (inputs[-1] - embeds)[1].norm().item()
+    assert radius == pytest.approx(0.1 * row.norm().item(), rel=1e-5)

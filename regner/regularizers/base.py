@@ -46,10 +46,24 @@ class TrainingStep:
         """The embedding output (word embeddings fed to the encoder) for this batch."""
         return self.model.embed(self.input_ids)
 
+    @property
+    def device(self) -> torch.device:
+        return self.input_ids.device
+
+    @property
+    def mixed_precision(self) -> bool:
+        """True when the encoder runs under autocast (bf16/fp16)."""
+        return self.autocast is not contextlib.nullcontext
+
     def scores(self, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         with self.autocast():
             if inputs_embeds is None:
                 return self.model(self.input_ids, self.attention_mask)
+            return self.model(None, self.attention_mask, inputs_embeds=inputs_embeds)
+
+    def fp32_scores(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """The scores with autocast off: the whole model in (at least) fp32, whatever the precision."""
+        with torch.autocast(self.device.type, enabled=False):
             return self.model(None, self.attention_mask, inputs_embeds=inputs_embeds)
 
     def ce(self, scores: torch.Tensor) -> torch.Tensor:
@@ -58,6 +72,26 @@ class TrainingStep:
     def padding_mask(self, like: torch.Tensor) -> torch.Tensor:
         """[B, L, 1] float mask of real positions, to keep perturbations off padding."""
         return self.attention_mask.to(like.dtype).unsqueeze(-1)
+
+
+class DropoutState:
+    """A snapshot of the random-number state that dropout draws from. Every forward run inside
+    :meth:`replay` draws exactly the dropout masks of the forward that followed the snapshot (same
+    shapes, same order of random draws), so several passes can see *one* function of their input;
+    the global random state is left as it was, so training continues as if no replay happened."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=[self.device] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
 
 
 def per_sample_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

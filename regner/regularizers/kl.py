@@ -1,34 +1,51 @@
 """Divergences between two GlobalPointer score tensors, as used by R-Drop, VAT and noise.
 
-All take scores ``s, t`` of shape [batch, types, len, len] and a boolean span mask broadcastable to
-it, and reduce like the cross-entropy: sum over valid spans, mean over batch × types. Masked
-positions are removed with ``torch.where`` (never multiplied by a mask), so they contribute exactly
-zero and cannot turn a masked ``-inf - -inf`` or ``0 * inf`` into NaN. Everything runs in at
-least fp32.
+All take scores ``s, t`` of shape [batch, types, len, len], a boolean span mask broadcastable to
+it, and a ``reduction``:
+
+- ``mean`` (the default): the mean over every valid (sample, type, start, end) cell. A sentence of
+  L tokens has about L²/2 valid spans, so a *sum* over cells grows with the square of the window
+  length while the cross-entropy is one term per (sample, type): the same ``alpha`` would weigh the
+  KL 100× more on 385-token windows than on 26-token ones, and on long texts R-Drop's KL then
+  dominates early training and drives every score to −∞ (both passes agree by predicting nothing).
+  The mean makes ``alpha`` mean the same at any length.
+- ``sum``: sum over valid cells, mean over batch × types (the form of regner ≤ 0.1 and of code that
+  sums the per-span divergence).
+
+Masked positions are removed with ``masked_fill`` (never multiplied by a mask), so they contribute
+exactly zero and cannot turn a masked ``-inf - -inf`` or ``0 * inf`` into NaN. Everything runs in
+at least fp32.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
 from regner.numerics import at_least_fp32, masked_fill_value
 
-
-def _reduce(contribution: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    contribution = torch.where(mask, contribution, torch.zeros_like(contribution))
-    return contribution.sum(dim=(-1, -2)).mean()
+REDUCTIONS = ("mean", "sum")
 
 
-def globalpointer_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _reduce(contribution: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    contribution = contribution.masked_fill(~mask, 0.0)
+    if reduction == "mean":
+        return contribution.sum() / mask.expand_as(contribution).sum().clamp_min(1)
+    if reduction == "sum":
+        return contribution.sum(dim=(-1, -2)).mean()
+    raise ValueError(f"kl.reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def globalpointer_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Σ (σ(s) − σ(t))(s − t): each span logit is its own Bernoulli, and this is exactly
     KL(Bern σ(s) ‖ Bern σ(t)) + KL(Bern σ(t) ‖ Bern σ(s))."""
     s, t = at_least_fp32(s), at_least_fp32(t)
-    return _reduce((torch.sigmoid(s) - torch.sigmoid(t)) * (s - t), mask)
+    return _reduce((torch.sigmoid(s) - torch.sigmoid(t)) * (s - t), mask, reduction)
 
 
-def softmax_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def softmax_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Symmetric KL of the softmax over all valid spans of each (sample, type): the naive form,
     which treats the multi-label output as one distribution."""
     s, t = at_least_fp32(s), at_least_fp32(t)
@@ -36,12 +53,12 @@ def softmax_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Te
     fill = masked_fill_value(s.dtype)
     log_p = torch.where(mask, s, torch.full_like(s, fill)).flatten(-2).log_softmax(-1).view_as(s)
     log_q = torch.where(mask, t, torch.full_like(t, fill)).flatten(-2).log_softmax(-1).view_as(t)
-    return _reduce((log_p.exp() - log_q.exp()) * (log_p - log_q), mask)
+    return _reduce((log_p.exp() - log_q.exp()) * (log_p - log_q), mask, reduction)
 
 
-def mse_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def mse_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Squared difference of the logits over valid spans."""
-    return _reduce((at_least_fp32(s) - at_least_fp32(t)) ** 2, mask)
+    return _reduce((at_least_fp32(s) - at_least_fp32(t)) ** 2, mask, reduction)
 
 
 KL_VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -51,7 +68,10 @@ KL_VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
 }
 
 
-def get_kl(name: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def get_kl(name: str, reduction: str = "mean") -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The divergence ``name`` with its reduction bound: ``kl(s, t, mask)``."""
     if name not in KL_VARIANTS:
         raise ValueError(f"unknown KL variant {name!r}; choose one of {sorted(KL_VARIANTS)}")
-    return KL_VARIANTS[name]
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"kl.reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return functools.partial(KL_VARIANTS[name], reduction=reduction)

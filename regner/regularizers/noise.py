@@ -2,7 +2,8 @@
 
 Without consistency the model trains on e + N(0, σ²). With ``consistency: true`` the clean and the
 noisy batch run in one forward of the doubled batch and the loss is the mean CE of both plus
-alpha · D(s_clean, s_noisy). ``relative: true`` scales σ by the per-sample RMS of e. With σ = 0 no
+alpha · D(s_clean, s_noisy). ``relative: true`` scales σ by the per-sample RMS of e over real
+(non-padding) positions. With σ = 0 no
 random numbers are drawn, so the step is exactly that of ``none``.
 """
 
@@ -25,11 +26,12 @@ class GaussianNoise(Regularizer):
     def _noisy(self, step: TrainingStep, embeds: torch.Tensor) -> torch.Tensor:
         if self.sigma == 0:
             return embeds
+        keep = step.padding_mask(embeds)
         scale = self.sigma
-        if self.relative:
+        if self.relative:  # σ × the RMS of each sample's real (non-padding) positions
             count = step.attention_mask.sum(1).view(-1, 1, 1).to(embeds.dtype) * embeds.shape[-1]
-            scale = self.sigma * per_sample_norm(embeds.detach()) / count.sqrt()
-        return embeds + scale * torch.randn_like(embeds) * step.padding_mask(embeds)
+            scale = self.sigma * per_sample_norm(embeds.detach() * keep) / count.sqrt()
+        return embeds + scale * torch.randn_like(embeds) * keep
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
         embeds = step.embed()

@@ -1,10 +1,24 @@
 """Virtual adversarial training (Miyato et al., 2018) on the embedding output.
 
 Start from a random unit direction d (per sample, zero on padding); K power-iteration steps replace
-d by the normalised gradient of D(s_clean, s(e + ξd)), which turns d toward the direction the
-predictions are most sensitive to (the top eigenvector of D's Hessian). The penalty is
-alpha · D(s_clean.detach(), s(e + ε·d)) with the chosen KL, added to the clean CE; the clean
-forward is reused for both the CE and the reference scores.
+d by the normalised gradient of D(s, s(e + ξd)), which turns d toward the direction the predictions
+are most sensitive to (the top eigenvector of D's Hessian at d = 0). The penalty is
+alpha · D(s.detach(), s(e + ε·d)) with the chosen KL, added to the clean CE; the clean forward is
+reused for both the CE and the reference scores.
+
+**One function for all passes.** Power iteration relies on D(s, s(e + ξd)) ≈ ½ξ²·dᵀHd, which holds
+only if D is exactly 0 at d = 0. With dropout, every forward draws new masks, so D(s, s(e)) > 0 and
+its first-order term swamps the curvature term: the "direction" would just be the gradient of a
+dropout disagreement, the same whatever the random start, and part of the penalty a one-sided
+R-Drop. So the clean, the power-iteration and the adversarial passes all replay **one dropout mask**
+(:class:`~regner.regularizers.base.DropoutState`): dropout still regularizes the training passes,
+and D(s, s(e)) is exactly 0.
+
+**Direction search in fp32.** The finite-difference step ξ is tiny; in bf16 about half the span
+scores do not move at all under it and the found direction is mostly rounding noise. The power
+iteration therefore runs with autocast off (its reference scores too, recomputed in fp32 when
+training in bf16/fp16), which also makes fp16 loss scaling unnecessary there. Only the final
+adversarial pass runs under the training precision.
 """
 
 from __future__ import annotations
@@ -13,7 +27,13 @@ from collections.abc import Callable
 
 import torch
 
-from regner.regularizers.base import Regularizer, TrainingStep, per_sample_norm, per_sample_normalize
+from regner.regularizers.base import (
+    DropoutState,
+    Regularizer,
+    TrainingStep,
+    per_sample_norm,
+    per_sample_normalize,
+)
 
 
 def adversarial_direction(
@@ -23,8 +43,9 @@ def adversarial_direction(
     iterations: int,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Power iteration: ``distance(r)`` maps a perturbation to a scalar divergence; returns the
-    per-sample unit direction after ``iterations`` steps. ``keep`` zeroes masked positions."""
+    """Power iteration: ``distance(r)`` maps a perturbation to a scalar divergence that is 0 at
+    r = 0; returns the per-sample unit direction after ``iterations`` steps. ``keep`` zeroes
+    masked positions."""
     keep = torch.ones_like(initial) if keep is None else keep
     direction = per_sample_normalize(initial * keep)
     for _ in range(iterations):
@@ -46,18 +67,33 @@ class VAT(Regularizer):
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
         embeds = step.embed()
-        clean = step.scores(inputs_embeds=embeds)
+        dropout = DropoutState(step.device)
+        with dropout.replay():
+            clean = step.scores(inputs_embeds=embeds)
         ce = step.ce(clean)
-        reference = clean.detach()
         base = embeds.detach()
         keep = step.padding_mask(base).expand_as(base)
-
-        def divergence(perturbation: torch.Tensor) -> torch.Tensor:
-            return step.kl(reference, step.scores(inputs_embeds=base + perturbation), step.mask)
-
-        direction = adversarial_direction(divergence, torch.randn_like(base), self.xi, self.power_iterations, keep)
-        radius = self.epsilon * (per_sample_norm(base) if self.relative else 1.0)
-        adversarial = step.kl(reference, step.scores(inputs_embeds=embeds + radius * direction), step.mask)
+        initial = torch.randn_like(base)
+        direction = self.direction(step, base, clean.detach(), initial, dropout, keep)
+        radius = self.epsilon * (per_sample_norm(base * keep) if self.relative else 1.0)
+        with dropout.replay():
+            adversarial = step.kl(clean.detach(), step.scores(inputs_embeds=embeds + radius * direction), step.mask)
         loss = ce + self.alpha * adversarial
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "vat_kl": adversarial.detach()}
+
+    def direction(self, step: TrainingStep, base: torch.Tensor, reference: torch.Tensor, initial: torch.Tensor,
+                  dropout: DropoutState, keep: torch.Tensor | None = None,
+                  iterations: int | None = None) -> torch.Tensor:
+        """The power-iterated direction at ``base`` with the dropout masks of ``dropout``, in fp32.
+        ``reference`` are the scores at ``base`` (recomputed in fp32 under mixed precision)."""
+        if step.mixed_precision:
+            with torch.no_grad(), dropout.replay():
+                reference = step.fp32_scores(base)
+
+        def divergence(perturbation: torch.Tensor) -> torch.Tensor:
+            with dropout.replay():
+                return step.kl(reference, step.fp32_scores(base + perturbation), step.mask)
+
+        iterations = self.power_iterations if iterations is None else iterations
+        return adversarial_direction(divergence, initial, self.xi, iterations, keep)
