@@ -12,10 +12,12 @@ from regner.features import Window, token_to_char_span
 
 def decode_scores(scores: torch.Tensor, mask: torch.Tensor, threshold: float = 0.0) -> list[list[tuple[int, int, int, float]]]:
     """(type, start, end, score) per batch row for every valid span scoring above ``threshold``."""
-    hits = (scores > threshold) & mask
+    hits = torch.nonzero((scores > threshold) & mask)  # [N, 4]
+    values = scores[tuple(hits.unbind(-1))]
     found: list[list[tuple[int, int, int, float]]] = [[] for _ in range(scores.shape[0])]
-    for b, t, s, e in torch.nonzero(hits).tolist():
-        found[b].append((t, s, e, float(scores[b, t, s, e])))
+    # one transfer for the indices and one for the scores, not one per span
+    for (b, t, s, e), value in zip(hits.tolist(), values.tolist()):
+        found[b].append((t, s, e, value))
     return found
 
 

@@ -79,6 +79,14 @@ class Distributed:
             offset += g.numel()
         return flat[-1]
 
+    def broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0's value of ``flag`` on every rank."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(tensor, src=0)
+        return bool(tensor.item())
+
     def in_sync(self, module: torch.nn.Module) -> bool:
         """True when every rank holds bit-identical weights (checked by exact checksums)."""
         if not self.enabled:

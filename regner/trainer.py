@@ -160,7 +160,12 @@ class TrainState:
     best_f1: float = -1.0
     best_epoch: int = 0
     stale: int = 0
+    stopped: bool = False  # early stopping decided: a resumed run must not train on
     sums: dict[str, float] = field(default_factory=dict)  # running sums of the epoch's logged terms
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch - 1
 
 
 def rng_state() -> dict[str, Any]:
@@ -179,6 +184,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 LAST_STATE = "last/trainer_state.pt"
+RANK_RNG = "last/rng_rank{rank}.pt"  # ranks > 0 keep their own random state for an exact resume
+RANK_SEED_STRIDE = 1_000_003
 
 
 class Trainer:
@@ -226,6 +233,8 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, self.steps_per_epoch * tcfg.max_epochs, tcfg.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
         self.compiled = bool(tcfg.get("compile")) and self._compile()
+        if self.dist.enabled:  # same init and data order on every rank, but each its own dropout/noise/VAT draws
+            seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -260,7 +269,7 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
 
     # -- one step ----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.compiled and self.state.global_step == 0:
             try:
                 return self._training_step(batch)
@@ -270,7 +279,10 @@ class Trainer:
                 self._uncompile(err)
         return self._training_step(batch)
 
-    def _training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One optimizer step. Returns the detached terms as device tensors: nothing here waits for
+        the device (the non-finite check and the progress bar read them every ``check_every`` steps)."""
+        tokens = int(batch["attention_mask"].numpy().sum())  # the host copy (before .to(device)): no device sync
         batch = to_device(batch, self.device)
         scaler = self.scaler
         step = TrainingStep(
@@ -279,12 +291,6 @@ class Trainer:
             grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
         terms = self.regularizer.step(step)
         terms["loss"] = self.dist.average_gradients(self.parameters, terms["loss"])
-        values = {k: float(v) for k, v in terms.items()}
-        if not math.isfinite(values["loss"]):
-            raise TrainingDiverged(
-                f"non-finite loss ({values['loss']}) at step {self.state.global_step + 1} with regularizer "
-                f"{self.regularizer.name} and kl={self.cfg.kl.name}; terms: {values}. Lower the learning rate or "
-                f"the regularizer strength, or use trainer.precision=fp32")
         if self.tcfg.max_grad_norm:
             scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.parameters, self.tcfg.max_grad_norm)
@@ -293,7 +299,17 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
-        self.state.train_tokens += int(batch["attention_mask"].sum()) * self.dist.world_size
+        self.state.train_tokens += tokens * self.dist.world_size
+        return {k: v.detach().float() for k, v in terms.items()}
+
+    def check_finite(self, pending: dict[str, torch.Tensor], first_step: int) -> dict[str, float]:
+        """Read the terms summed since the last check (one host sync) and stop on a non-finite loss."""
+        values = {k: float(v) for k, v in pending.items()}
+        if not math.isfinite(values.get("loss", 0.0)):
+            raise TrainingDiverged(
+                f"non-finite loss between steps {first_step} and {self.state.global_step} with regularizer "
+                f"{self.regularizer.name} and kl={self.cfg.kl.name}; summed terms: {values}. Lower the learning "
+                f"rate or the regularizer strength, or use trainer.precision=fp32")
         return values
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -303,8 +319,11 @@ class Trainer:
             "threshold": self.cfg.head.threshold})
 
     def save_last(self) -> None:
-        """Everything needed to continue exactly: weights, optimizer, scheduler, scaler, RNG, state."""
+        """Everything needed to continue exactly: weights, optimizer, scheduler, scaler, RNG, state.
+        Ranks > 0 save only their random state (their weights equal rank 0's)."""
         if not self.dist.is_main:
+            with atomic_target(self.run_dir / RANK_RNG.format(rank=self.dist.rank)) as tmp:
+                torch.save(rng_state(), tmp)
             return
         with atomic_target(self.run_dir / LAST_STATE) as tmp:
             torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -321,7 +340,8 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
+        rank_rng = self.run_dir / RANK_RNG.format(rank=self.dist.rank)
+        set_rng_state(torch.load(rank_rng, weights_only=False) if self.dist.rank and rank_rng.exists() else saved["rng"])
         self.state = TrainState(**saved["state"])
         log.info("resumed %s at epoch %d, batch %d (step %d, best dev F1 %.4f)", self.run_dir, self.state.epoch,
                  self.state.batches_done, self.state.global_step, self.state.best_f1)
@@ -337,66 +357,81 @@ class Trainer:
             history.load()
         state, progress = self.state, _progress(tcfg.progress and self.dist.is_main)
         save_every = tcfg.get("save_every_steps") or 0
+        check_every = max(1, tcfg.get("check_every") or 1)
         with progress or contextlib.nullcontext():
-            while state.epoch <= tcfg.max_epochs:
+            while state.epoch <= tcfg.max_epochs and not state.stopped:
                 epoch = state.epoch
                 self.model.train()
                 task = (progress.add_task(f"epoch {epoch}/{tcfg.max_epochs}", total=self.steps_per_epoch,
                                           completed=state.batches_done, info="") if progress else None)
                 epoch_start = time.perf_counter()
+                pending: dict[str, torch.Tensor] = {}
+                first_pending = state.global_step + 1
                 for batch in self.epoch_loader(epoch, skip=state.batches_done):
-                    values = self.training_step(batch)
+                    terms = self.training_step(batch)
                     state.batches_done += 1
-                    for k, v in values.items():
-                        state.sums[k] = state.sums.get(k, 0.0) + v
+                    for k, v in terms.items():
+                        pending[k] = pending[k] + v if k in pending else v
+                    due = state.batches_done == self.steps_per_epoch or state.global_step % check_every == 0
+                    saving = (save_every and state.global_step % save_every == 0
+                              and state.batches_done < self.steps_per_epoch)
+                    logging_now = tcfg.log_every and state.global_step % tcfg.log_every == 0
+                    if due or saving or logging_now:
+                        for k, v in self.check_finite(pending, first_pending).items():
+                            state.sums[k] = state.sums.get(k, 0.0) + v
+                        pending, first_pending = {}, state.global_step + 1
+                        if progress:
+                            progress.update(task, info=f"loss {state.sums['loss'] / state.batches_done:.4f}")
                     if progress:
-                        progress.update(task, advance=1, info=f"loss {state.sums['loss'] / state.batches_done:.4f}")
-                    if tcfg.log_every and state.global_step % tcfg.log_every == 0:
+                        progress.update(task, advance=1)
+                    if logging_now:
                         log.info("epoch %d step %d: %s", epoch, state.global_step,
                                  ", ".join(f"{k} {v / state.batches_done:.4f}" for k, v in state.sums.items()))
-                    if save_every and state.global_step % save_every == 0 and state.batches_done < self.steps_per_epoch:
+                    if saving:
                         state.train_time += time.perf_counter() - epoch_start
                         epoch_start = time.perf_counter()
                         self.save_last()
                 if progress:
                     progress.remove_task(task)
                 state.train_time += time.perf_counter() - epoch_start
-                if self.end_of_epoch(history, start):
-                    break
+                self.end_of_epoch(history, start)
         self.in_sync = self.dist.in_sync(self.model)
         if not self.in_sync:
             log.error("data-parallel ranks ended with different weights")
         self.model.load_state_dict(SpanModel.from_pretrained(self.run_dir / "checkpoint")[0].state_dict()
                                    if self.dist.is_main else self.model.state_dict())
-        metrics = self.final_metrics(state.best_epoch, epoch, state.train_time, time.perf_counter() - start)
+        metrics = self.final_metrics(state.best_epoch, state.epochs_done, state.train_time, time.perf_counter() - start)
         self.dist.close()
         return metrics
 
-    def end_of_epoch(self, history: History, start: float) -> bool:
-        """Evaluate, log, keep the best checkpoint and save resumable state; True to stop early."""
+    def end_of_epoch(self, history: History, start: float) -> None:
+        """Evaluate, log, keep the best checkpoint, decide early stopping and save resumable state
+        (the decision included, so a resumed run stops where the uninterrupted one did)."""
         state, tcfg = self.state, self.tcfg
         dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
                           self.cfg.head.threshold, self.autocast, self.pad_id)
         n = max(state.batches_done, 1)
-        history.append({"epoch": state.epoch, "step": state.global_step,
-                        "train": {k: v / n for k, v in state.sums.items()},
-                        "dev": {k: dev[k] for k in ("precision", "recall", "f1")},
+        train = {k: v / n for k, v in state.sums.items()}
+        history.append({"epoch": state.epoch, "step": state.global_step, "train": train,
+                        "dev": {k: dev[k] for k in ("precision", "recall", "f1", "predicted")},
                         "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start})
         improved = dev["f1"] > state.best_f1
-        log.info("epoch %d: dev P %.4f R %.4f F1 %.4f%s", state.epoch, dev["precision"], dev["recall"], dev["f1"],
-                 " (best)" if improved else "")
+        log.info("epoch %d: dev P %.4f R %.4f F1 %.4f (%d spans predicted)%s", state.epoch, dev["precision"],
+                 dev["recall"], dev["f1"], dev["predicted"], " (best)" if improved else "")
+        if dev["predicted"] == 0:
+            warn_no_predictions(state.epoch, train, self.regularizer, self.cfg, self.scheduler.get_last_lr()[0])
         if improved:
             state.best_f1, state.best_epoch, state.stale = dev["f1"], state.epoch, 0
             if self.dist.is_main:
                 self.save_best()
-        else:
+        elif state.best_f1 > 0:  # patience starts once the model has found something
             state.stale += 1
         stop = bool(tcfg.patience) and state.stale >= tcfg.patience
-        if stop:
+        state.stopped = self.dist.broadcast_flag(stop)  # rank 0 decides: ranks can never disagree and hang
+        if state.stopped:
             log.info("early stopping: no dev F1 improvement for %d epochs", state.stale)
         state.epoch, state.batches_done, state.sums = state.epoch + 1, 0, {}
         self.save_last()
-        return stop
 
     def final_metrics(self, best_epoch: int, epochs: int, train_time: float, wall_time: float) -> dict[str, Any]:
         kwargs = dict(device=self.device, batch_size=self.tcfg.eval_batch_size, threshold=self.cfg.head.threshold,
@@ -424,6 +459,22 @@ class Trainer:
             "encoding": {name: asdict(s.stats) for name, s in
                          (("train", self.train_split), ("dev", self.dev_split), ("test", self.test_split)) if s},
         }
+
+
+def warn_no_predictions(epoch: int, train: dict[str, float], regularizer: Regularizer, cfg: DictConfig,
+                        lr: float) -> None:
+    """Say so while it happens when the model predicts no entity at all on dev."""
+    extra = {k: v for k, v in train.items() if k not in ("loss", "ce")}
+    loss = train.get("loss") or float("nan")
+    share = ", ".join(f"{k} {v:.4g} ({abs(v) / abs(loss):.0%} of the loss)" for k, v in extra.items()
+                      if math.isfinite(loss) and loss) or "none (plain CE)"
+    log.warning(
+        "epoch %d predicted no entity at all on dev (F1 0, 0 spans above the threshold %s). Regularizer %s "
+        "(%r): its terms this epoch: %s; ce %.4g; learning rate now %.3g. A random-init encoder often needs a "
+        "few epochs before its first prediction; if this persists, the regularizer may be making 'predict "
+        "nothing' the easiest way to agree (lower its strength, e.g. regularizer.alpha, or check kl.reduction), "
+        "or the learning rate is too high or too low.",
+        epoch, cfg.head.threshold, regularizer.name, regularizer, share, train.get("ce", float("nan")), lr)
 
 
 def format_per_type(scores: dict[str, Any]) -> str:

@@ -87,3 +87,15 @@ def test_span_scores_are_fp32_under_bf16_autocast():
         reference = float64_reference(head, hidden)
         assert scores.dtype == torch.float32 and reference.abs().max() > 5
         assert (scores.double() - reference).abs().max() < 1e-4
+
+
+def test_decoding_reads_all_scores_in_one_transfer(monkeypatch):
+    """One host read for the scores of all predicted spans, not a float() per span."""
+    scores = torch.full((2, 3, 6, 6), 2.0)
+    mask = span_mask(torch.ones(2, 6, dtype=torch.bool))
+    reads = []
+    for name in ("__float__", "item"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _o=original: reads.append(1) or _o(self))
+    found = decode_scores(scores, mask)
+    assert sum(len(row) for row in found) == 2 * 3 * 21 and not reads

@@ -74,3 +74,69 @@ def test_resume_via_cli_continues_in_the_same_directory(tmp_path, monkeypatch):
     assert run_dirs(tmp_path) == [run_dir]
     assert [row["epoch"] for row in history(run_dir)] == [1, 2]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+def kill_final_evaluation_once(monkeypatch):
+    original = Trainer.final_metrics
+    calls = {"n": 0}
+
+    def killed(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "final_metrics", killed)
+
+
+def test_run_killed_during_final_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
+    cfg = compose_config(*SETTINGS, "trainer.max_epochs=2")
+    reference = run_training(cfg, tmp_path / "reference")
+    kill_final_evaluation_once(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "resumed")
+    resumed = run_training(cfg, tmp_path / "resumed", resume=True)
+    assert comparable(resumed) == comparable(reference)
+    assert len(history(tmp_path / "resumed")) == 2
+
+
+def scripted_dev_f1(monkeypatch, sequence):
+    """Epoch-end evaluations report the F1 values of ``sequence`` (the final evaluation is real)."""
+    import regner.trainer as trainer_module
+
+    real = trainer_module.evaluate
+    calls = {"n": 0}
+
+    def scripted(*args, **kwargs):
+        scores, merged = real(*args, **kwargs)
+        if not kwargs.get("with_seqeval"):
+            scores = {**scores, "f1": sequence[min(calls["n"], len(sequence) - 1)]}
+            calls["n"] += 1
+        return scores, merged
+
+    monkeypatch.setattr(trainer_module, "evaluate", scripted)
+    return calls
+
+
+def test_early_stopping_decision_survives_a_resume(tmp_path, monkeypatch):
+    cfg = compose_config(*SETTINGS, "trainer.max_epochs=4", "trainer.patience=1")
+    scripted_dev_f1(monkeypatch, [0.5, 0.4, 0.6, 0.7])
+    reference = run_training(cfg, tmp_path / "reference")
+    assert reference["epochs"] == 2 and len(history(tmp_path / "reference")) == 2
+
+    scripted_dev_f1(monkeypatch, [0.5, 0.4, 0.6, 0.7])
+    kill_final_evaluation_once(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "resumed")
+    scripted_dev_f1(monkeypatch, [0.6, 0.7])  # what epoch 3 would report if it were (wrongly) trained
+    resumed = run_training(cfg, tmp_path / "resumed", resume=True)
+    assert len(history(tmp_path / "resumed")) == 2
+    assert comparable(resumed) == comparable(reference)
+
+
+def test_patience_starts_only_once_something_was_found(tmp_path, monkeypatch):
+    cfg = compose_config(*SETTINGS, "trainer.max_epochs=4", "trainer.patience=1")
+    scripted_dev_f1(monkeypatch, [0.0, 0.0, 0.3, 0.2])
+    metrics = run_training(cfg, tmp_path / "run")
+    assert [row["dev"]["f1"] for row in history(tmp_path / "run")] == [0.0, 0.0, 0.3, 0.2]
+    assert metrics["epochs"] == 4 and metrics["best_epoch"] == 3

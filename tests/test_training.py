@@ -125,3 +125,47 @@ def test_compile_failure_on_the_first_step_falls_back_to_eager(tmp_path, monkeyp
 def test_compile_is_skipped_for_the_exact_gradient_penalty(tmp_path):
     metrics = run_training(compose_config("trainer.compile=true", "regularizer=gp"), tmp_path)
     assert metrics["train"]["compiled"] is False
+
+
+def test_training_steps_do_not_wait_for_the_device_between_checks(tmp_path, monkeypatch):
+    """Between the every-`check_every`-steps reads, regner's step code reads no tensor into Python
+    (each read is a device sync on a GPU)."""
+    from regner.trainer import Trainer
+
+    from .test_regularizers import count_host_reads
+
+    active = {"on": False}
+    reads = count_host_reads(monkeypatch, when=lambda: active["on"])
+    original = Trainer._training_step
+
+    def watched(self, batch):
+        active["on"] = True
+        try:
+            return original(self, batch)
+        finally:
+            active["on"] = False
+
+    monkeypatch.setattr(Trainer, "_training_step", watched)
+    run_training(compose_config("data.train_size=64", "data.dev_size=16", "data.test_size=0", "trainer.max_epochs=1",
+                                "trainer.batch_size=16", "regularizer=rdrop", "trainer.check_every=1000"), tmp_path)
+    assert reads == []
+
+
+def test_history_counts_predicted_spans_and_warns_when_there_are_none(tmp_path, monkeypatch, caplog):
+    import regner.trainer as trainer_module
+
+    real = trainer_module.evaluate
+
+    def nothing_predicted(*args, **kwargs):
+        scores, merged = real(*args, **kwargs)
+        if not kwargs.get("with_seqeval"):
+            scores = {**scores, "precision": 0.0, "recall": 0.0, "f1": 0.0, "predicted": 0}
+        return scores, merged
+
+    monkeypatch.setattr(trainer_module, "evaluate", nothing_predicted)
+    run_training(compose_config("data.train_size=64", "data.dev_size=16", "data.test_size=0", "trainer.max_epochs=1",
+                                "regularizer=rdrop"), tmp_path)
+    (row,) = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert row["dev"]["predicted"] == 0
+    warning = [r.getMessage() for r in caplog.records if "predicted no entity" in r.getMessage()]
+    assert warning and "rdrop" in warning[0] and "kl" in warning[0] and "learning rate" in warning[0]
