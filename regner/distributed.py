@@ -79,6 +79,14 @@ class Distributed:
             offset += g.numel()
         return flat[-1]
 
+    def broadcast_object(self, value):
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
     def broadcast_flag(self, flag: bool) -> bool:
         """Rank 0's value of ``flag`` on every rank."""
         if not self.enabled:

@@ -206,6 +206,8 @@ class Trainer:
             self.device = self.dist.device
             torch.cuda.set_device(self.device)
         self.autocast = autocast_factory(self.device, tcfg.precision)
+        # Ranks > 0 run in a scratch directory; their random state for resume lives in rank 0's run directory.
+        self.state_dir = Path(self.dist.broadcast_object(str(self.run_dir.resolve())))
         self.splits = load_splits(cfg.data, self.base_dir)
         log.info("data %s", self.splits.summary())
         self.tokenizer, encoder = build_encoder(cfg.encoder, (ex.text for ex in self.splits.train))
@@ -322,7 +324,7 @@ class Trainer:
         """Everything needed to continue exactly: weights, optimizer, scheduler, scaler, RNG, state.
         Ranks > 0 save only their random state (their weights equal rank 0's)."""
         if not self.dist.is_main:
-            with atomic_target(self.run_dir / RANK_RNG.format(rank=self.dist.rank)) as tmp:
+            with atomic_target(self.state_dir / RANK_RNG.format(rank=self.dist.rank)) as tmp:
                 torch.save(rng_state(), tmp)
             return
         with atomic_target(self.run_dir / LAST_STATE) as tmp:
@@ -331,7 +333,7 @@ class Trainer:
                         "rng": rng_state(), "state": asdict(self.state)}, tmp)
 
     def load_last(self) -> None:
-        path = self.run_dir / LAST_STATE
+        path = self.state_dir / LAST_STATE  # every rank resumes from rank 0's saved state
         if not path.exists():
             log.warning("resume: %s has no saved state; starting from scratch", self.run_dir)
             return
@@ -340,7 +342,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
-        rank_rng = self.run_dir / RANK_RNG.format(rank=self.dist.rank)
+        rank_rng = self.state_dir / RANK_RNG.format(rank=self.dist.rank)
         set_rng_state(torch.load(rank_rng, weights_only=False) if self.dist.rank and rank_rng.exists() else saved["rng"])
         self.state = TrainState(**saved["state"])
         log.info("resumed %s at epoch %d, batch %d (step %d, best dev F1 %.4f)", self.run_dir, self.state.epoch,

@@ -48,3 +48,26 @@ def test_two_gloo_ranks_agree_and_write_once(tmp_path):
     assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2]
     assert list(tmp_path.glob("**/metrics.json")) == [run_dir / "metrics.json"]
     assert list(tmp_path.glob("outputs")) == []
+    # each rank draws its own dropout masks: its saved random state differs from rank 0's
+    rank0 = torch.load(run_dir / "last" / "trainer_state.pt", weights_only=False)["rng"]["torch"]
+    rank1 = torch.load(run_dir / "last" / "rng_rank1.pt", weights_only=False)["torch"]
+    assert not torch.equal(rank0, rank1)
+
+
+def _broadcast_worker(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        d = Distributed(rank=rank, world_size=2)
+        results[rank] = d.broadcast_flag(rank == 1)  # only rank 1 "wants" to stop
+    finally:
+        dist.destroy_process_group()
+
+
+def test_early_stopping_flag_is_rank_zeros_on_every_rank():
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_broadcast_worker, args=(free_port(), results), nprocs=2, join=True)
+    assert dict(results) == {0: False, 1: False}
