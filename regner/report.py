@@ -1,10 +1,23 @@
 """Aggregate finished runs into one table: which regularizer helps, by how much, at what cost.
 
-Runs are found by their ``status.json`` under the given directories. Completed runs contribute their
-``metrics.json``; runs whose F1 collapsed (< 0.05) or that stopped on a non-finite loss are flagged
-and counted, never averaged in silently. Cost is seconds per training step relative to the mean of
-the ``none`` runs of the same sweep (the same parent directory), dataset and encoder, so it is
-measured on the same machine under the same conditions.
+Runs are found by their ``status.json`` under the given directories; each run's resolved
+``config.yaml`` says what it was. Rules, each there because a report must not call noise a result:
+
+- **Groups never pool unlike runs.** Every config key that differs between the runs (apart from the
+  seed and keys that cannot change results, such as progress bars or the cache path) splits them:
+  the regularizer keys into rows, every other key (dataset, encoder, head, precision, learning rate,
+  batch size, epochs, max length, ...) into separate settings. Each row is compared only with the
+  ``none`` runs of exactly its setting, and its cost only with those ``none`` runs of the same sweep.
+- **Verdicts are tests.** With seeds shared between a row and ``none`` (same seed = same init and
+  data order), a paired t test on the per-seed differences; otherwise Welch's t test with
+  Welch–Satterthwaite degrees of freedom. The p-values of all rows of one report are Holm-corrected
+  and a row is *better*/*worse* only when its adjusted p < 0.05. Test F1 is judged where every run
+  has a test split (dev F1 picked the checkpoint, so it is optimistic); otherwise dev, and the
+  report says so.
+- **Collapse counts against a method.** A run whose dev F1 < 0.05 or that stopped on a non-finite
+  loss is collapsed; a row with any collapsed seed is *unstable (k of n collapsed)* whatever its
+  survivors score, and its mean over all seeds (a diverged run counting as 0) is shown next to the
+  mean of the survivors.
 """
 
 from __future__ import annotations
@@ -20,9 +33,26 @@ from pathlib import Path
 from typing import Any
 
 from regner.runio import METRICS_FILE, STATUS_FILE
+from regner.stats import compare_seeds, holm
 
 COLLAPSE_F1 = 0.05
-NOISE_SE = 2.0  # |Δ| below this many standard errors of the difference counts as noise
+SIGNIFICANCE = 0.05  # family-wise, after Holm's correction over the rows of one report
+# Keys that do not change what a run computes: never a reason to split groups.
+INERT_KEYS = {"seed", "resume", "ckpt", "alpha", "regularizer._target_", "regularizer.name", "data.root",
+              "trainer.progress", "trainer.num_workers", "trainer.feature_cache", "trainer.save_every_steps",
+              "trainer.log_every", "trainer.check_every", "trainer.resume", "trainer.eval_batch_size",
+              "trainer.compile", "trainer.device"}
+TREATMENT_PREFIXES = ("regularizer.", "kl.")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values (as JSON, so they compare and hash)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(tree, sort_keys=True) if isinstance(tree, list) else tree}
 
 
 @dataclass
@@ -36,7 +66,8 @@ class RunRecord:
     seed: Any
     status: str
     reason: str = ""
-    alpha: Any = None  # the top-level strength the sweep may vary
+    alpha: Any = None
+    config: dict[str, Any] = field(default_factory=dict)  # flattened resolved config
     dev_f1: float = math.nan
     test_f1: float = math.nan
     sec_per_step: float = math.nan
@@ -51,6 +82,11 @@ class RunRecord:
     def collapsed(self) -> bool:
         return self.status == "diverged" or (self.status == "completed" and not self.dev_f1 >= COLLAPSE_F1)
 
+    def relevant(self) -> dict[str, Any]:
+        """The config keys that can change the result: no inert keys, no KL keys if no KL is used."""
+        return {k: v for k, v in self.config.items()
+                if k not in INERT_KEYS and not (self.kl is None and k.startswith("kl."))}
+
 
 @dataclass
 class Group:
@@ -59,14 +95,29 @@ class Group:
     regularizer: str
     kl: str | None
     strength: str
+    setting: tuple = ()  # (key, value) pairs of the non-regularizer keys that vary across the report
     runs: list[RunRecord] = field(default_factory=list)
 
     @property
     def good(self) -> list[RunRecord]:
         return [r for r in self.runs if r.status == "completed" and not r.collapsed]
 
+    @property
+    def counted(self) -> list[RunRecord]:
+        """Runs that finished (completed or diverged): what a user would have got."""
+        return [r for r in self.runs if r.status in ("completed", "diverged")]
+
     def values(self, attribute: str) -> list[float]:
         return [getattr(r, attribute) for r in self.good if not math.isnan(getattr(r, attribute))]
+
+    def per_seed(self, attribute: str, runs: list[RunRecord] | None = None) -> dict[Any, float]:
+        """Mean value per seed (runs repeated with one seed and an inert difference are replicates)."""
+        by_seed: dict[Any, list[float]] = defaultdict(list)
+        for r in self.good if runs is None else runs:
+            value = getattr(r, attribute)
+            if not math.isnan(value):
+                by_seed[json.dumps(r.seed)].append(value)
+        return {seed: statistics.fmean(v) for seed, v in by_seed.items()}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -75,21 +126,39 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _minimal_config(run: dict[str, Any]) -> dict[str, Any]:
+    """What a run without config.yaml (an old or hand-made one) can still be told apart by."""
+    config = {"data.name": run.get("dataset"), "encoder.name": run.get("encoder"),
+              "regularizer.name": run.get("regularizer"), "kl.name": run.get("kl")}
+    config.update({f"regularizer.{k}": v for k, v in flatten(run.get("regularizer_config") or {}).items()})
+    for key in ("head", "precision"):
+        if run.get(key) is not None:
+            config[f"{key}.type" if key == "head" else "trainer.precision"] = run[key]
+    return config
+
+
 def _record(run_dir: Path) -> RunRecord | None:
     status = json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
     run = (metrics or {}).get("run") or status.get("run")
-    if not run:
-        return None  # failed before its config was read: nothing to group it by
+    if not run or "regularizer" not in run:
+        return None  # failed before its config was read, or not a training run (e.g. regner evaluate)
     state = status.get("status", "unknown")
     if state == "failed" and status.get("diverged"):
         state = "diverged"
     if state == "completed" and metrics is None:
         state = "incomplete"
-    record = RunRecord(run_dir, run["dataset"], run["encoder"], run["regularizer"], run.get("kl"),
+    config_file = run_dir / "config.yaml"
+    if config_file.exists():
+        from omegaconf import OmegaConf
+
+        config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=False))
+    else:
+        config = _minimal_config(run)
+    record = RunRecord(run_dir, run.get("dataset", "?"), run.get("encoder", "?"), run["regularizer"], run.get("kl"),
                        run.get("regularizer_config", {}), run.get("seed"), state, status.get("reason", ""),
-                       run.get("alpha"))
+                       run.get("alpha"), config)
     if metrics:
         record.dev_f1 = float(metrics["dev"]["f1"])
         record.test_f1 = float(metrics["test"]["f1"]) if metrics.get("test") else math.nan
@@ -114,13 +183,30 @@ def collect_runs(directories: list[str | Path]) -> list[RunRecord]:
     return records
 
 
+def varying_keys(records: list[RunRecord]) -> list[str]:
+    """Relevant config keys whose value is not the same in every run (a missing key counts as a value)."""
+    keys = sorted({k for r in records for k in r.relevant()})
+    return [k for k in keys if len({json.dumps(r.relevant().get(k), sort_keys=True, default=str) for r in records}) > 1]
+
+
+def _is_treatment(key: str) -> bool:
+    return key.startswith(TREATMENT_PREFIXES)
+
+
+def setting_of(record: RunRecord, keys: list[str]) -> tuple:
+    """The run's values of the varying non-regularizer keys: runs compare only within one setting."""
+    relevant = record.relevant()
+    return tuple((k, relevant.get(k)) for k in keys if not _is_treatment(k))
+
+
 def _attach_cost_ratios(records: list[RunRecord]) -> None:
+    keys = varying_keys(records)
     baseline: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
         if r.regularizer == "none" and r.status == "completed" and not math.isnan(r.sec_per_step):
-            baseline[(r.sweep, r.dataset, r.encoder)].append(r.sec_per_step)
+            baseline[(r.sweep, setting_of(r, keys))].append(r.sec_per_step)
     for r in records:
-        base = baseline.get((r.sweep, r.dataset, r.encoder))
+        base = baseline.get((r.sweep, setting_of(r, keys)))
         if base and not math.isnan(r.sec_per_step):
             r.cost_ratio = r.sec_per_step / statistics.fmean(base)
 
@@ -130,78 +216,91 @@ def _format_value(value: Any) -> str:
 
 
 def strength_labels(records: list[RunRecord]) -> dict[int, str]:
-    """Label each run by the regularizer knobs that vary among runs of that regularizer. When none
-    vary but the sweep varied the top-level ``alpha`` (which this regularizer ignores, e.g. ``none``),
-    the runs stay apart as ``alpha=X (unused)``, so a sweep over alpha shows one row per value."""
+    """Label each run by the regularizer/KL keys that vary among the runs of its regularizer (the KL
+    name has its own column), e.g. ``alpha=4`` or ``epsilon=0.1, relative=True``."""
     by_regularizer: dict[str, list[RunRecord]] = defaultdict(list)
     for r in records:
         by_regularizer[r.regularizer].append(r)
     labels = {}
     for runs in by_regularizer.values():
-        keys = sorted({k for r in runs for k in r.knobs})
-        varying = [k for k in keys if len({json.dumps(r.knobs.get(k), sort_keys=True) for r in runs}) > 1]
-        alpha_varies = not varying and len({json.dumps(r.alpha) for r in runs}) > 1
+        varying = [k for k in varying_keys(runs) if _is_treatment(k) and k != "kl.name"]
         for r in runs:
-            label = ", ".join(f"{k}={_format_value(r.knobs.get(k))}" for k in varying)
-            if alpha_varies:
-                label = f"alpha={_format_value(r.alpha)} (unused)"
-            labels[id(r)] = label or "default"
+            relevant = r.relevant()
+            parts = [f"{k.split('.', 1)[1] if k.startswith('regularizer.') else k}={_format_value(relevant.get(k))}"
+                     for k in varying]
+            labels[id(r)] = ", ".join(parts) or "default"
     return labels
 
 
 def group_runs(records: list[RunRecord]) -> list[Group]:
-    labels = strength_labels(records)
+    labels, keys = strength_labels(records), varying_keys(records)
     groups: dict[tuple, Group] = {}
     for r in records:
-        key = (r.dataset, r.encoder, r.regularizer, r.kl or "", labels[id(r)])
-        groups.setdefault(key, Group(r.dataset, r.encoder, r.regularizer, r.kl, labels[id(r)])).runs.append(r)
+        setting = setting_of(r, keys)
+        key = (setting, r.dataset, r.encoder, r.regularizer, r.kl or "", labels[id(r)])
+        groups.setdefault(key, Group(r.dataset, r.encoder, r.regularizer, r.kl, labels[id(r)], setting)).runs.append(r)
     order = {"none": 0}
-    return sorted(groups.values(), key=lambda g: (g.dataset, g.encoder, order.get(g.regularizer, 1), g.regularizer,
-                                                  g.kl or "", g.strength))
+    return sorted(groups.values(), key=lambda g: (json.dumps(g.setting, default=str), g.dataset, g.encoder,
+                                                  order.get(g.regularizer, 1), g.regularizer, g.kl or "", g.strength))
+
+
+def setting_label(group: Group) -> str:
+    """How a setting reads in a header: dataset, encoder, then the other keys that vary."""
+    extra = [f"{k}={_format_value(v)}" for k, v in group.setting if k not in ("data.name", "encoder.name")]
+    return f"{group.dataset} — encoder {group.encoder}" + (f" — {', '.join(extra)}" if extra else "")
 
 
 def summarize(groups: list[Group]) -> list[dict[str, Any]]:
-    """One row per group, with the comparison to ``none`` of the same dataset and encoder."""
-    baselines: dict[tuple[str, str], list[float]] = defaultdict(list)  # all `none` runs, pooled
-    for g in groups:
-        if g.regularizer == "none":
-            baselines[(g.dataset, g.encoder)].extend(g.values("dev_f1"))
+    """One row per group; each non-baseline row tested against the ``none`` runs of its setting,
+    with Holm's correction over all tested rows."""
+    baselines = {g.setting: g for g in groups if g.regularizer == "none"}
     rows = []
     for g in groups:
         dev_mean, dev_std = _mean_std(g.values("dev_f1"))
         test_mean, test_std = _mean_std(g.values("test_f1"))
+        counted = g.counted
+        collapsed = sum(r.collapsed for r in g.runs)
+        judge = "test" if counted and all(not math.isnan(r.test_f1) or r.status == "diverged" for r in counted) else "dev"
+        attribute = f"{judge}_f1"
+        all_seeds = [0.0 if r.status == "diverged" else getattr(r, attribute) for r in counted]
         ratios = [r.cost_ratio for r in g.runs if not math.isnan(r.cost_ratio)]
         memory = g.values("peak_memory_mb")
         row = {
-            "dataset": g.dataset, "encoder": g.encoder, "regularizer": g.regularizer, "kl": g.kl or "—",
-            "strength": g.strength, "n": len(g.good), "collapsed": sum(r.collapsed for r in g.runs),
-            "failed": sum(r.status not in ("completed", "diverged") for r in g.runs),
-            "dev_f1_mean": dev_mean, "dev_f1_std": dev_std,
-            "dev_f1_best": max(g.values("dev_f1"), default=math.nan),
+            "setting": setting_label(g), "dataset": g.dataset, "encoder": g.encoder, "regularizer": g.regularizer,
+            "kl": g.kl or "—", "strength": g.strength, "n": len(g.per_seed("dev_f1")), "runs": len(g.runs),
+            "collapsed": collapsed, "failed": sum(r.status not in ("completed", "diverged") for r in g.runs),
+            "dev_f1_mean": dev_mean, "dev_f1_std": dev_std, "dev_f1_best": max(g.values("dev_f1"), default=math.nan),
             "test_f1_mean": test_mean, "test_f1_std": test_std,
+            "judged_on": judge, "f1_all_seeds_mean": statistics.fmean(all_seeds) if all_seeds else math.nan,
             "cost_ratio": statistics.fmean(ratios) if ratios else math.nan,
             "peak_memory_mb": max(memory, default=math.nan),
-            "delta_vs_none": math.nan, "verdict": "",
+            "delta_vs_none": math.nan, "test": "", "p": math.nan, "p_holm": math.nan, "verdict": "",
         }
+        base = baselines.get(g.setting)
         if g.regularizer == "none":
             row["verdict"] = "baseline"
-        elif (g.dataset, g.encoder) in baselines:
-            row["delta_vs_none"], row["verdict"] = compare(g.values("dev_f1"), baselines[(g.dataset, g.encoder)])
+        elif base is None:
+            row["verdict"] = "no none runs in this setting"
+        else:
+            if judge == "test" and not all(not math.isnan(r.test_f1) for r in base.good):
+                judge = row["judged_on"] = "dev"
+                attribute = "dev_f1"
+            group_values, base_values = g.per_seed(attribute), base.per_seed(attribute)
+            if group_values and base_values:
+                result = compare_seeds(group_values, base_values)
+                row.update(delta_vs_none=result.delta, test=result.test, p=result.p)
+            if collapsed:
+                row["verdict"] = f"unstable ({collapsed} of {len(counted)} collapsed)"
+            elif not group_values or not base_values:
+                row["verdict"] = "no data"
+            elif math.isnan(row["p"]):
+                row["verdict"] = "n<2: cannot tell"
         rows.append(row)
+    tested = [r for r in rows if r["verdict"] == "" and not math.isnan(r["p"])]
+    for row, adjusted in zip(tested, holm([r["p"] for r in tested])):
+        row["p_holm"] = adjusted
+        row["verdict"] = ("better" if row["delta_vs_none"] > 0 else "worse") if adjusted < SIGNIFICANCE else "within noise"
     return rows
-
-
-def compare(values: list[float], baseline: list[float]) -> tuple[float, str]:
-    """Δ of the means and a plain verdict: a difference under 2 standard errors is noise."""
-    if not values or not baseline:
-        return math.nan, "no data"
-    delta = statistics.fmean(values) - statistics.fmean(baseline)
-    if len(values) < 2 or len(baseline) < 2:
-        return delta, "n<2: cannot tell"
-    se = math.sqrt(statistics.variance(values) / len(values) + statistics.variance(baseline) / len(baseline))
-    if se == 0 or abs(delta) < NOISE_SE * se:
-        return delta, "within noise"
-    return delta, "better" if delta > 0 else "worse"
 
 
 def _pm(mean: float, std: float) -> str:
@@ -215,15 +314,26 @@ def _num(value: float, fmt: str) -> str:
 
 
 COLUMNS = ["regularizer", "kl", "strength", "n", "dev F1 (mean ± std)", "best dev F1", "test F1 (mean ± std)",
-           "Δ dev F1 vs none", "verdict", "time/step vs none", "peak GPU MB", "collapsed"]
+           "F1 all seeds", "Δ F1 vs none", "p (Holm)", "verdict", "time/step vs none", "peak GPU MB", "collapsed"]
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
+        delta = _num(r["delta_vs_none"], "+.4f")
+        if delta != "—":
+            delta += f" ({r['judged_on']}, {r['test'].split(' (')[0]})"
         cells = [r["regularizer"], r["kl"], r["strength"], str(r["n"]), _pm(r["dev_f1_mean"], r["dev_f1_std"]),
                  _num(r["dev_f1_best"], ".4f"), _pm(r["test_f1_mean"], r["test_f1_std"]),
-                 _num(r["delta_vs_none"], "+.4f"), r["verdict"], _num(r["cost_ratio"], ".2f") + ("×" if not math.isnan(r["cost_ratio"]) else ""),
+                 _num(r["f1_all_seeds_mean"], ".4f") if r["collapsed"] else "=",
+                 delta, _p(r["p_holm"]), r["verdict"],
+                 _num(r["cost_ratio"], ".2f") + ("×" if not math.isnan(r["cost_ratio"]) else ""),
                  _num(r["peak_memory_mb"], ".0f"), str(r["collapsed"] + r["failed"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -236,20 +346,30 @@ def markdown_report(rows: list[dict[str, Any]], records: list[RunRecord], title:
         parts += [preamble, ""]
     parts += [
         f"{len(records)} runs. F1 is entity-level micro F1 on exact (start, end, type) spans, mean ± sample std over "
-        f"seeds of the runs that did not collapse. A run counts as collapsed when its dev F1 < {COLLAPSE_F1} or it "
-        f"stopped on a non-finite loss; collapsed runs are listed below, not averaged. **Verdict**: a difference "
-        f"from `none` smaller than {NOISE_SE:g} standard errors of the difference of means (Welch) is reported as "
-        "*within noise*. Time/step is relative to the `none` runs of the same sweep, dataset and encoder.", ""]
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        f"the seeds that did not collapse (n = distinct seeds). A run is collapsed when its dev F1 < {COLLAPSE_F1} or "
+        "it stopped on a non-finite loss; a row with any collapsed seed is *unstable*, and its **F1 all seeds** "
+        "column averages every seed (a diverged run counts as 0). Only runs that differ in regularizer keys share a "
+        "table; every other differing key (precision, learning rate, batch size, ...) opens its own section. "
+        "**Δ F1 vs none** is on test F1 where every run has a test split, else on dev (marked), and it is the mean "
+        "per-seed difference when seeds are shared with `none` (paired t test), else the difference of means (Welch "
+        f"t test). **Verdict**: *better*/*worse* when the Holm-adjusted p over all rows of this report is below "
+        f"{SIGNIFICANCE:g}, otherwise *within noise*. Time/step is relative to the `none` runs of the same sweep and "
+        "setting.", ""]
+    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_key[(r["dataset"], r["encoder"])].append(r)
-    for (dataset, encoder), group_rows in by_key.items():
-        parts += [f"## {dataset} — encoder {encoder}", "", markdown_table(group_rows), ""]
+        by_key[r["setting"]].append(r)
+    for setting, group_rows in by_key.items():
+        parts += [f"## {setting}", "", markdown_table(group_rows), ""]
         noise = [f"{r['regularizer']}/{r['kl']}/{r['strength']}" for r in group_rows if r["verdict"] == "within noise"]
-        real = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({r['verdict']}, {r['delta_vs_none']:+.4f})"
+        real = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({r['verdict']}, {r['delta_vs_none']:+.4f} "
+                f"{r['judged_on']} F1, Holm p {_p(r['p_holm'])})"
                 for r in group_rows if r["verdict"] in ("better", "worse")]
+        unstable = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({r['verdict']})" for r in group_rows
+                    if r["verdict"].startswith("unstable")]
         parts.append(f"Within noise of `none`: {', '.join(noise) if noise else 'none of them'}.  ")
-        parts.append(f"Beyond noise: {', '.join(real) if real else 'none'}.")
+        parts.append(f"Beyond noise: {', '.join(real) if real else 'none'}." + ("  " if unstable else ""))
+        if unstable:
+            parts.append(f"Unstable: {', '.join(unstable)}.")
         parts.append("")
     bad = [r for r in records if r.collapsed or r.status not in ("completed", "diverged")]
     if bad:
@@ -288,7 +408,7 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(dict.fromkeys((r["dataset"], r["encoder"]) for r in rows))
+    keys = list(dict.fromkeys(r["setting"] for r in rows))
     if not keys:
         return []
     written = []
@@ -296,8 +416,8 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     def panels(name: str, draw, width: float = 6.0):
         fig, axes = plt.subplots(1, len(keys), figsize=(width * len(keys), 4.5), squeeze=False)
         for ax, key in zip(axes[0], keys):
-            draw(ax, [r for r in rows if (r["dataset"], r["encoder"]) == key])
-            ax.set_title(f"{key[0]} ({key[1]})")
+            draw(ax, [r for r in rows if r["setting"] == key])
+            ax.set_title(key, fontsize=9)
         fig.tight_layout()
         path = out_dir / name
         fig.savefig(path, dpi=110)
@@ -347,7 +467,7 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.annotate(f"{r['regularizer']}/{r['kl']}/{r['strength']}", (r["cost_ratio"], r["delta_vs_none"]), fontsize=6)
         ax.axhline(0, color="0.4", linestyle="--")
         ax.set_xlabel("time per step relative to none")
-        ax.set_ylabel("Δ dev F1 vs none")
+        ax.set_ylabel("Δ F1 vs none (test where available)")
 
     panels("f1_by_regularizer.png", bars, width=max(6.0, 0.5 * max(len(rows) // max(len(keys), 1), 1)))
     panels("f1_vs_strength.png", strength)

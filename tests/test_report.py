@@ -5,15 +5,21 @@ import sys
 
 import pytest
 
-from regner.report import build_report, collect_runs, compare, group_runs, summarize
+from regner.report import build_report, collect_runs, group_runs, summarize
 
 
 def fake_run(root, sweep, job, regularizer, f1, seed, steps_per_s=10.0, kl=None, knobs=None, status="completed",
-             test_f1=None, diverged=False, dataset="cluener"):
+             test_f1=None, diverged=False, dataset="cluener", trainer=None):
+    """A finished run's files as regner writes them; ``trainer`` adds a config.yaml with those keys."""
     run_dir = root / sweep / str(job)
     run_dir.mkdir(parents=True)
     run = {"dataset": dataset, "encoder": "tiny", "regularizer": regularizer, "kl": kl,
            "regularizer_config": knobs or {}, "seed": seed}
+    if trainer is not None:
+        config = {"seed": seed, "data": {"name": dataset}, "encoder": {"name": "tiny"},
+                  "regularizer": {"name": regularizer, **(knobs or {})}, "kl": {"name": kl or "globalpointer"},
+                  "trainer": {"lr": 0.001, "precision": "fp32", "progress": seed % 2 == 0, **trainer}}
+        (run_dir / "config.yaml").write_text(json.dumps(config))
     if status == "completed":
         metrics = {"run": run, "dev": {"f1": f1}, "test": {"f1": test_f1} if test_f1 is not None else None,
                    "train": {"steps_per_s": steps_per_s, "peak_memory_mb": 100.0 + job, "device": "cuda:0"}}
@@ -67,14 +73,6 @@ def test_cost_ratio_relative_to_none_of_the_same_sweep(sweep, tmp_path):
     assert all(math.isnan(r.cost_ratio) for r in strong if r.sweep.name == "s2")  # no none in that sweep
 
 
-def test_verdicts():
-    assert compare([0.70, 0.71, 0.72], [0.60, 0.62, 0.64])[1] == "better"
-    assert compare([0.61, 0.65], [0.60, 0.62, 0.64])[1] == "within noise"
-    assert compare([0.5], [0.6, 0.61])[1] == "n<2: cannot tell"
-    delta, verdict = compare([0.50, 0.51, 0.52], [0.60, 0.62, 0.64])
-    assert verdict == "worse" and delta == pytest.approx(-0.11)
-
-
 def test_report_files_and_markdown(sweep, tmp_path):
     out = tmp_path / "report"
     text, rows = build_report([sweep], out, title="t")
@@ -102,18 +100,17 @@ def test_two_job_sweep_then_report(tmp_path, extra):
     assert len(table) == 2 and "alpha=1" in table[0] and "alpha=4" in table[1]
 
 
-def test_alpha_sweep_of_a_regularizer_that_ignores_it_keeps_one_row_per_value(tmp_path):
+def test_runs_differing_only_in_an_unused_key_are_replicates(tmp_path):
     for job, alpha in enumerate([1.0, 4.0]):
         run_dir = fake_run(tmp_path, "s", job, "none", 0.9, 42)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         metrics["run"]["alpha"] = alpha
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
     rows = summarize(group_runs(collect_runs([tmp_path])))
-    assert [r["strength"] for r in rows] == ["alpha=1 (unused)", "alpha=4 (unused)"]
-    assert [r["n"] for r in rows] == [1, 1]
+    assert [(r["strength"], r["n"], r["runs"]) for r in rows] == [("default", 1, 2)]
 
 
-def test_several_none_groups_form_one_pooled_baseline(tmp_path):
+def test_none_runs_of_one_setting_form_one_baseline(tmp_path):
     for job, (alpha, f1) in enumerate([(1.0, 0.60), (1.0, 0.62), (4.0, 0.64), (4.0, 0.62)]):
         run_dir = fake_run(tmp_path, "s", job, "none", f1, job)
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -122,6 +119,65 @@ def test_several_none_groups_form_one_pooled_baseline(tmp_path):
     for job, f1 in enumerate([0.70, 0.71, 0.72], start=4):
         fake_run(tmp_path, "s", job, "rdrop", f1, job, kl="globalpointer", knobs={"alpha": 1.0})
     rows = summarize(group_runs(collect_runs([tmp_path])))
-    assert [r["verdict"] for r in rows if r["regularizer"] == "none"] == ["baseline", "baseline"]
+    assert [r["verdict"] for r in rows if r["regularizer"] == "none"] == ["baseline"]
     (rdrop,) = [r for r in rows if r["regularizer"] == "rdrop"]
     assert rdrop["delta_vs_none"] == pytest.approx(0.71 - 0.62) and rdrop["verdict"] == "better"
+    assert rdrop["test"].startswith("Welch")  # no shared seeds
+
+
+def test_groups_split_by_every_differing_key_and_compare_within_their_setting(tmp_path):
+    """fp32 and bf16 runs (or two learning rates) are never pooled, and each regularizer row is
+    compared with the `none` runs of its own setting, its cost too."""
+    for job, seed in enumerate([1, 2, 3]):
+        fake_run(tmp_path, "s", job, "none", 0.60 + seed / 100, seed, steps_per_s=10.0, trainer={})
+        fake_run(tmp_path, "s", 10 + job, "none", 0.80 + seed / 100, seed, steps_per_s=20.0, trainer={"precision": "bf16"})
+        fake_run(tmp_path, "s", 20 + job, "rdrop", 0.62 + seed / 100, seed, steps_per_s=5.0, kl="globalpointer",
+                 knobs={"alpha": 1.0}, trainer={})
+        fake_run(tmp_path, "s", 30 + job, "rdrop", 0.78 + seed / 100, seed, steps_per_s=10.0, kl="globalpointer",
+                 knobs={"alpha": 1.0}, trainer={"precision": "bf16"})
+    rows = summarize(group_runs(collect_runs([tmp_path])))
+    assert len(rows) == 4 and all(r["n"] == 3 for r in rows)
+    fp32, bf16 = ([r for r in rows if r["regularizer"] == "rdrop" and precision in r["setting"]]
+                  for precision in ("precision=fp32", "precision=bf16"))
+    assert fp32[0]["delta_vs_none"] == pytest.approx(0.02) and fp32[0]["verdict"] == "better"
+    assert bf16[0]["delta_vs_none"] == pytest.approx(-0.02) and bf16[0]["verdict"] == "worse"
+    assert fp32[0]["cost_ratio"] == pytest.approx(2.0) and bf16[0]["cost_ratio"] == pytest.approx(2.0)
+    assert "progress" not in fp32[0]["setting"]  # keys that cannot change a result never split groups
+
+
+def test_paired_by_seed_and_judged_on_test(tmp_path):
+    """Shared seeds → paired test; a constant +0.01 on test F1 under a large seed effect is real."""
+    for seed, base in ((1, 0.50), (2, 0.60), (3, 0.70)):
+        fake_run(tmp_path, "s", seed, "none", 0.9, seed, test_f1=base)
+        fake_run(tmp_path, "s", 10 + seed, "fgm", 0.9, seed, test_f1=base + 0.01)
+    (fgm,) = [r for r in summarize(group_runs(collect_runs([tmp_path]))) if r["regularizer"] == "fgm"]
+    assert fgm["judged_on"] == "test" and fgm["test"].startswith("paired")
+    assert fgm["delta_vs_none"] == pytest.approx(0.01) and fgm["verdict"] == "better"
+
+
+def test_noise_is_not_a_difference_and_zero_spread_is_not_noise(tmp_path):
+    for seed, (a, b) in enumerate([(0.60, 0.62), (0.64, 0.61), (0.62, 0.64)]):
+        fake_run(tmp_path, "s", seed, "none", a, seed)
+        fake_run(tmp_path, "s", 10 + seed, "noise", b, seed)
+    (noise,) = [r for r in summarize(group_runs(collect_runs([tmp_path]))) if r["regularizer"] == "noise"]
+    assert noise["verdict"] == "within noise"
+    for seed in range(2):
+        fake_run(tmp_path, "t", seed, "none", 0.60, seed, dataset="weibo")
+        fake_run(tmp_path, "t", 10 + seed, "noise", 0.61, seed, dataset="weibo")
+    (flat,) = [r for r in summarize(group_runs(collect_runs([tmp_path / "t"]))) if r["regularizer"] == "noise"]
+    assert flat["verdict"] == "better"
+
+
+def test_a_group_with_a_collapsed_seed_is_unstable_and_shows_its_all_seed_mean(sweep):
+    rows = summarize(group_runs(collect_runs([sweep])))
+    weak = rows_by(rows, "rdrop", "alpha=1")
+    assert weak["verdict"] == "unstable (1 of 3 collapsed)"
+    assert weak["f1_all_seeds_mean"] == pytest.approx((0.61 + 0.65 + 0.01) / 3)
+
+
+def test_evaluate_outputs_are_skipped(sweep):
+    evaluation = sweep / "evaluate" / "x"
+    evaluation.mkdir(parents=True)
+    (evaluation / "status.json").write_text(json.dumps({"status": "completed"}))
+    (evaluation / "metrics.json").write_text(json.dumps({"dev": {"f1": 0.5}, "run": {"ckpt": "somewhere"}}))
+    assert len(collect_runs([sweep])) == 10
