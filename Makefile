@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PROFILE ?= cpu
 
-.PHONY: install train test test-all lint benchmark bench-speed clean
+.PHONY: install train test test-all lint benchmark bench-speed check-defaults clean
 
 install:
 	python3 -m venv .venv
@@ -23,6 +23,9 @@ lint:
 
 benchmark:  ## the regularizer x KL matrix + report (PROFILE=cpu|gpu)
 	$(PY) scripts/benchmark.py --profile $(PROFILE)
+
+check-defaults:  ## every regularizer's defaults on every shared dataset: fails if one collapses
+	$(PY) scripts/check_defaults.py
 
 bench-speed:  ## training-step throughput and cost ratio of every regularizer (CPU-sized by default)
 	$(PY) scripts/bench_throughput.py --encoder small --batch-sizes 16 --steps 4 --warmup 1

@@ -26,19 +26,25 @@ class TensorMemoryTracker(TorchDispatchMode):
         self.live_bytes = 0
         self.peak_bytes = 0
         self._seen: set[int] = set()
+        self._foreign: set[int] = set()  # storages made before the block (inputs): views of them are free
 
     def _freed(self, key: int, nbytes: int) -> None:
         self._seen.discard(key)
         self.live_bytes -= nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for tensor in tree_leaves((args, kwargs)):
+            if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+                key = tensor.untyped_storage()._cdata
+                if key not in self._seen:
+                    self._foreign.add(key)
         out = func(*args, **(kwargs or {}))
         for tensor in tree_leaves(out):
             if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
                 continue
             storage = tensor.untyped_storage()
             key = storage._cdata
-            if key in self._seen:
+            if key in self._seen or key in self._foreign:
                 continue
             self._seen.add(key)
             nbytes = storage.nbytes()

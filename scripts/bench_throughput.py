@@ -10,6 +10,13 @@ regularizer on the same random-token batches with CLUENER-like lengths (uniform 
 size. On CUDA it also prints model FLOP utilisation: 6·N·tokens for the dense layers plus the
 attention and GlobalPointer score matmuls, counted for the *data* tokens (so R-Drop's second pass
 shows up as cost, not as useful work), over the device's dense bf16 peak.
+
+    python scripts/bench_throughput.py --loss-memory 32,10,512   # batch, types, length
+
+measures instead the peak tensor memory of the span-score loss alone (forward + backward of the
+CE, and of the CE of two halves plus R-Drop's KL), on any device, by counting live tensor storages
+(regner.profiling), next to the textbook dense formulation that regner used before, in copies of
+one [B, T, L, L] fp32 score tensor.
 """
 
 from __future__ import annotations
@@ -129,6 +136,60 @@ def bench(args) -> list[dict]:
     return rows
 
 
+def textbook_crossentropy(scores, targets, mask):
+    """The dense form (torch.where copies and a concatenated zero column): the memory reference."""
+    positive = targets & mask
+    negative = mask & ~positive
+
+    def log1p_sum_exp(x, include):
+        flat = torch.where(include, x, torch.full_like(x, -1e12)).flatten(-2)
+        return torch.logsumexp(torch.cat((torch.zeros_like(flat[..., :1]), flat), dim=-1), dim=-1)
+
+    return (log1p_sum_exp(scores, negative) + log1p_sum_exp(-scores, positive)).mean()
+
+
+def textbook_kl(s, t, mask):
+    contribution = (torch.sigmoid(s) - torch.sigmoid(t)) * (s - t)
+    return torch.where(mask, contribution, torch.zeros_like(contribution)).sum(dim=(-1, -2)).mean()
+
+
+def loss_memory(batch: int, types: int, length: int, device: torch.device) -> str:
+    from regner.batching import dense_targets
+    from regner.loss import multilabel_crossentropy
+    from regner.profiling import TensorMemoryTracker
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.tensor([(b, int(torch.randint(0, types, (1,), generator=g)), s, s + 2)
+                         for b in range(batch) for s in (3, 40)]).to(device)
+    mask = span_mask(torch.ones(batch, length, dtype=torch.bool, device=device))
+    dense = dense_targets(rows, batch, types, length, device)
+    one = batch * types * length * length * 4
+    results = []
+    cases = {
+        "CE": (lambda s: multilabel_crossentropy(s, rows, mask), lambda s: textbook_crossentropy(s, dense, mask), 1),
+        "R-Drop: CE of both halves + KL": (
+            lambda s: multilabel_crossentropy(s, torch.cat((rows, rows + torch.tensor([batch, 0, 0, 0], device=device))),
+                                              torch.cat((mask, mask))) + globalpointer_kl(s[:batch], s[batch:], mask),
+            lambda s: (textbook_crossentropy(s[:batch], dense, mask) + textbook_crossentropy(s[batch:], dense, mask)) / 2
+            + textbook_kl(s[:batch], s[batch:], mask), 2),
+    }
+    for name, (regner_loss, textbook_loss, copies) in cases.items():
+        peaks = []
+        for loss in (textbook_loss, regner_loss):
+            scores = torch.randn(copies * batch, types, length, length, device=device, requires_grad=True)
+            with TensorMemoryTracker() as tracker:
+                loss(scores).backward()
+            peaks.append(tracker.peak_bytes)
+            del scores
+        results.append(f"| {name} | {peaks[0] / 2**20:,.0f} MiB ({peaks[0] / one:.1f}×) | "
+                       f"{peaks[1] / 2**20:,.0f} MiB ({peaks[1] / one:.1f}×) | {peaks[0] / peaks[1]:.1f}× less |")
+    header = (f"Peak tensor memory of the span loss, forward + backward (the score gradient included), batch {batch}, "
+              f"{types} types, length {length}: one fp32 score tensor is {one / 2**20:,.0f} MiB; "
+              f"{device}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.\n\n"
+              "| loss | textbook dense form | regner | |\n|---|---|---|---|\n")
+    return header + "\n".join(results)
+
+
 def peak_tflops(device_name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
 
@@ -160,7 +221,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--regularizers", type=lambda s: s.split(","), default=list(REGULARIZERS))
     parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--loss-memory", metavar="B,T,L", type=lambda s: [int(x) for x in s.split(",")],
+                        help="measure the span loss's peak memory at batch B, T types, length L instead")
     args = parser.parse_args()
+    if args.loss_memory:
+        device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        text = loss_memory(*args.loss_memory, device)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        return
     if args.regularizers[0] != "none":
         parser.error("--regularizers must start with none (the baseline of the cost ratios)")
     text = table(bench(args), args)

@@ -38,11 +38,52 @@ def _reduce(contribution: torch.Tensor, mask: torch.Tensor, reduction: str) -> t
     raise ValueError(f"kl.reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def _normalizer(mask: torch.Tensor, like: torch.Tensor, reduction: str) -> torch.Tensor | float:
+    if reduction == "mean":
+        return mask.expand_as(like).sum().clamp_min(1)
+    if reduction == "sum":
+        return like.shape[0] * like.shape[1]
+    raise ValueError(f"kl.reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+class _GlobalPointerKL(torch.autograd.Function):
+    """(σ(s) − σ(t))(s − t) summed over valid cells, with a hand-written backward that works in
+    place: ∂/∂s = σ'(s)(s − t) + σ(s) − σ(t), ∂/∂t = −σ'(t)(s − t) − (σ(s) − σ(t)). Autograd's
+    version keeps σ(s), σ(t), their difference, s − t and the product alive until the backward;
+    this one keeps nothing but its inputs (first-order only, which R-Drop, VAT and noise need)."""
+
+    @staticmethod
+    def forward(ctx, s, t, mask, normalizer):
+        ctx.save_for_backward(s, t, mask)
+        ctx.normalizer = normalizer
+        difference = s - t
+        contribution = torch.sigmoid(s).sub_(torch.sigmoid(t)).mul_(difference)
+        del difference
+        return contribution.masked_fill_(~mask, 0.0).sum() / normalizer
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        s, t, mask = ctx.saved_tensors
+        scale = grad_output / ctx.normalizer
+        difference = s - t
+        sigmoid_s, sigmoid_t = torch.sigmoid(s), torch.sigmoid(t)
+        gap = sigmoid_s - sigmoid_t
+        grad_s = torch.addcmul(sigmoid_s, sigmoid_s, sigmoid_s, value=-1).mul_(difference).add_(gap)  # σ'(s)(s−t) + gap
+        del sigmoid_s
+        grad_t = sigmoid_t.addcmul_(sigmoid_t, sigmoid_t, value=-1).mul_(difference).add_(gap).neg_()
+        del difference, gap
+        invalid = ~mask
+        return (grad_s.masked_fill_(invalid, 0.0).mul_(scale) if ctx.needs_input_grad[0] else None,
+                grad_t.masked_fill_(invalid, 0.0).mul_(scale) if ctx.needs_input_grad[1] else None, None, None)
+
+
 def globalpointer_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Σ (σ(s) − σ(t))(s − t): each span logit is its own Bernoulli, and this is exactly
     KL(Bern σ(s) ‖ Bern σ(t)) + KL(Bern σ(t) ‖ Bern σ(s))."""
     s, t = at_least_fp32(s), at_least_fp32(t)
-    return _reduce((torch.sigmoid(s) - torch.sigmoid(t)) * (s - t), mask, reduction)
+    mask = mask.bool()
+    return _GlobalPointerKL.apply(s, t, mask, _normalizer(mask, s, reduction))
 
 
 def softmax_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

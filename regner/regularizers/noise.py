@@ -42,8 +42,9 @@ class GaussianNoise(Regularizer):
         both = torch.cat((embeds, self._noisy(step, embeds)))
         attention = torch.cat((step.attention_mask, step.attention_mask))
         with step.autocast():
-            clean, noisy = step.model(None, attention, inputs_embeds=both).chunk(2)
-        ce = (step.ce(clean) + step.ce(noisy)) / 2
+            scores = step.model(None, attention, inputs_embeds=both)
+        clean, noisy = scores.chunk(2)
+        ce = step.ce(scores, doubled=True)
         divergence = step.kl(clean, noisy, step.mask)
         loss = ce + self.alpha * divergence
         step.backward(loss)

@@ -2,6 +2,9 @@
 
 Both samples come from **one** forward of the doubled batch (dropout masks differ per row), which
 is cheaper than two forwards. Loss = mean CE of both + alpha · D(s1, s2) with the chosen KL.
+
+Scale: with ``kl.reduction: mean`` D is a mean over span cells, where Su's and the R-Drop paper's
+KL is summed over the output (per sample); see the README for how regner's alpha maps to theirs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class RDrop(Regularizer):
         with step.autocast():
             scores = step.model(ids, attention)
         first, second = scores.chunk(2)
-        ce = (step.ce(first) + step.ce(second)) / 2
+        ce = step.ce(scores, doubled=True)  # = (CE(first) + CE(second)) / 2, without slicing the scores
         divergence = step.kl(first, second, step.mask)
         loss = ce + self.alpha * divergence
         step.backward(loss)

@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Check that every regularizer's *default* settings train without collapsing on every shared dataset.
+
+    python scripts/check_defaults.py                       # CLUENER, Weibo, MSRA, People's Daily
+    python scripts/check_defaults.py --datasets weibo --max-epochs 4 --out /tmp/check
+    make check-defaults
+
+For each dataset it trains `none` and each regularizer with nothing but its defaults (one seed, the
+default tiny encoder, a fixed training subset) and fails when a regularizer collapses: dev F1 below
+0.05, below half of `none`'s, or a non-finite loss. Defaults are what a new user runs first, on data
+nobody tuned them for; a default that collapses somewhere is a bug. Runs are resumable (a run with a
+metrics.json is not repeated) and the table goes to <out>/defaults.md. `scripts/benchmark.py` runs
+this check before its matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from regner.report import COLLAPSE_F1, collect_runs  # noqa: E402
+
+DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.train",
+            "msra": "msra/msra_train_bio", "people_daily": "people_daily/dev.txt"}
+REGULARIZERS = ["none", "rdrop", "vat", "fgm", "gp", "noise"]
+
+
+def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with (out / f"{dataset}.log").open("a", encoding="utf-8") as log:
+        for regularizer in REGULARIZERS:
+            run_dir = out / dataset / regularizer
+            if (run_dir / "metrics.json").exists():
+                continue
+            command = [sys.executable, "-m", "regner.cli", "train", f"data={dataset}", f"regularizer={regularizer}",
+                       f"seed={args.seed}", f"trainer.max_epochs={args.max_epochs}", "trainer.progress=false",
+                       f"data.max_train_samples={args.train_samples}", f"data.max_eval_samples={args.eval_samples}",
+                       f"hydra.run.dir={run_dir}", *args.overrides]
+            log.write("$ " + " ".join(command[2:]) + "\n")
+            log.flush()
+            subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def verdicts(out: Path, datasets: list[str]) -> tuple[str, list[str]]:
+    records = [r for r in collect_runs([out]) if r.dataset in datasets]
+    by_key = {(r.dataset, r.regularizer): r for r in records}
+    lines = ["| dataset | regularizer | dev F1 | test F1 | vs none (dev) | status |", "|---|---|---|---|---|---|"]
+    problems = []
+    for dataset in datasets:
+        none = by_key.get((dataset, "none"))
+        base = none.dev_f1 if none and not math.isnan(none.dev_f1) else math.nan
+        for regularizer in REGULARIZERS:
+            record = by_key.get((dataset, regularizer))
+            if record is None:
+                lines.append(f"| {dataset} | {regularizer} | — | — | — | not run |")
+                problems.append(f"{dataset}/{regularizer}: not run")
+                continue
+            threshold = max(COLLAPSE_F1, 0.5 * base) if regularizer != "none" and not math.isnan(base) else COLLAPSE_F1
+            if record.status == "diverged":
+                status = "COLLAPSED (non-finite loss)"
+            elif record.status != "completed":
+                status = f"FAILED ({record.status})"
+            elif record.dev_f1 < threshold:
+                status = f"COLLAPSED (dev F1 < {threshold:.3f})"
+            else:
+                status = "ok"
+            if status != "ok":
+                problems.append(f"{dataset}/{regularizer}: {status}")
+            ratio = record.dev_f1 / base if base and not math.isnan(base) and not math.isnan(record.dev_f1) else math.nan
+            fmt = lambda v: "—" if math.isnan(v) else f"{v:.4f}"  # noqa: E731
+            lines.append(f"| {dataset} | {regularizer} | {fmt(record.dev_f1)} | {fmt(record.test_f1)} | "
+                         f"{'—' if math.isnan(ratio) else f'{ratio:.2f}×'} | {status} |")
+    return "\n".join(lines), problems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma list of data configs")
+    parser.add_argument("--out", default=str(REPO / "outputs" / "check-defaults"))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("--train-samples", type=int, default=3000)
+    parser.add_argument("--eval-samples", type=int, default=600)
+    parser.add_argument("--jobs", type=int, default=2, help="datasets trained in parallel")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+
+    data_root = Path(os.environ.get("REGNER_DATA", REPO.parent / "shared" / "data"))
+    datasets = []
+    for name in args.datasets.split(","):
+        if (data_root / DATASETS.get(name, name)).exists():
+            datasets.append(name)
+        else:
+            print(f"check-defaults: {name} skipped ({data_root / DATASETS.get(name, name)} not found)", file=sys.stderr)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    start = time.time()
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        list(pool.map(lambda d: run_dataset(d, out, args, threads), datasets))
+    table, problems = verdicts(out, datasets)
+    header = (f"# Defaults check, {time.strftime('%Y-%m-%d')}\n\nEvery regularizer with its default settings, seed "
+              f"{args.seed}, default tiny encoder, ≤ {args.max_epochs} epochs, ≤ {args.train_samples} training and "
+              f"≤ {args.eval_samples} dev/test sentences; collapsed = dev F1 < max({COLLAPSE_F1}, ½·none) or a "
+              f"non-finite loss. Took {(time.time() - start) / 60:.1f} min this call. "
+              f"Reproduce: `python scripts/check_defaults.py`.\n\n")
+    (out / "defaults.md").write_text(header + table + "\n", encoding="utf-8")
+    print(table)
+    if problems:
+        print("\ndefaults that collapse:\n  " + "\n  ".join(problems), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
