@@ -97,6 +97,7 @@ class Group:
     strength: str
     setting: tuple = ()  # (key, value) pairs of the non-regularizer keys that vary across the report
     runs: list[RunRecord] = field(default_factory=list)
+    order: tuple = ()  # sort key of the strength: numbers compare as numbers
 
     @property
     def good(self) -> list[RunRecord]:
@@ -215,7 +216,11 @@ def _format_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def strength_labels(records: list[RunRecord]) -> dict[int, str]:
+def _sort_value(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, str(value))
+
+
+def strength_labels(records: list[RunRecord], orders: dict[int, tuple] | None = None) -> dict[int, str]:
     """Label each run by the regularizer/KL keys that vary among the runs of its regularizer (the KL
     name has its own column), e.g. ``alpha=4`` or ``epsilon=0.1, relative=True``."""
     by_regularizer: dict[str, list[RunRecord]] = defaultdict(list)
@@ -229,19 +234,24 @@ def strength_labels(records: list[RunRecord]) -> dict[int, str]:
             parts = [f"{k.split('.', 1)[1] if k.startswith('regularizer.') else k}={_format_value(relevant.get(k))}"
                      for k in varying]
             labels[id(r)] = ", ".join(parts) or "default"
+            if orders is not None:
+                orders[id(r)] = tuple(_sort_value(relevant.get(k)) for k in varying)
     return labels
 
 
 def group_runs(records: list[RunRecord]) -> list[Group]:
-    labels, keys = strength_labels(records), varying_keys(records)
+    orders: dict[int, tuple] = {}
+    labels, keys = strength_labels(records, orders), varying_keys(records)
     groups: dict[tuple, Group] = {}
     for r in records:
         setting = setting_of(r, keys)
         key = (setting, r.dataset, r.encoder, r.regularizer, r.kl or "", labels[id(r)])
-        groups.setdefault(key, Group(r.dataset, r.encoder, r.regularizer, r.kl, labels[id(r)], setting)).runs.append(r)
-    order = {"none": 0}
+        group = groups.setdefault(key, Group(r.dataset, r.encoder, r.regularizer, r.kl, labels[id(r)], setting,
+                                             order=orders[id(r)]))
+        group.runs.append(r)
+    first = {"none": 0}
     return sorted(groups.values(), key=lambda g: (json.dumps(g.setting, default=str), g.dataset, g.encoder,
-                                                  order.get(g.regularizer, 1), g.regularizer, g.kl or "", g.strength))
+                                                  first.get(g.regularizer, 1), g.regularizer, g.kl or "", g.order))
 
 
 def setting_label(group: Group) -> str:

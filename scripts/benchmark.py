@@ -5,6 +5,10 @@
     python scripts/benchmark.py --profile gpu --jobs 1   # `make benchmark PROFILE=gpu`
     python scripts/benchmark.py --profile cpu --dry-run  # print the sweeps only
 
+Before the matrix it runs scripts/check_defaults.py (every regularizer's defaults on every shared
+dataset; results in <out>/defaults/) and stops if a default collapses, since a matrix around a
+broken default answers nothing (--skip-defaults-check to go on anyway).
+
 Each cell of the matrix is one `regner sweep` over the profile's seeds; all cells of one experiment
 preset (dataset) share one sweep directory, so `regner report` compares every cost against the
 `none` runs measured in the same place. With --jobs N the presets run in N parallel processes with
@@ -71,6 +75,7 @@ def main() -> None:
     parser.add_argument("--out", help="output directory (default outputs/benchmark/<profile>-<date>-<time>)")
     parser.add_argument("--jobs", type=int, default=None, help="presets run in parallel (default: cpu 2, gpu 1)")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--skip-defaults-check", action="store_true", help="do not run scripts/check_defaults.py first")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
 
@@ -85,6 +90,12 @@ def main() -> None:
                 print(shlex.join(["regner", *command[3:]]))
         return
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.skip_defaults_check:
+        check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_defaults.py"), "--out",
+                                str(out_dir / "defaults"), "--jobs", str(jobs)], cwd=REPO)
+        if check.returncode:
+            sys.exit("benchmark: a regularizer's default collapses (see above and "
+                     f"{out_dir / 'defaults' / 'defaults.md'}); fix it or pass --skip-defaults-check")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     print(f"benchmark {args.profile}: {sum(map(len, plan.values()))} sweeps, {jobs} in parallel "
           f"with {threads} thread(s) each; logs in {out_dir}/<experiment>.log", flush=True)

@@ -19,8 +19,8 @@ from regner.regularizers.base import Regularizer, TrainingStep, per_sample_norm,
 class FGM(Regularizer):
     name = "fgm"
 
-    def __init__(self, epsilon: float = 1.0, weight: float = 1.0, target: str = "weights",
-                 relative: bool = False, name: str | None = None):
+    def __init__(self, epsilon: float = 0.05, weight: float = 1.0, target: str = "weights",
+                 relative: bool = True, name: str | None = None):
         super().__init__(name)
         if target not in ("weights", "embeds"):
             raise ValueError(f"fgm.target must be 'weights' or 'embeds', got {target!r}")

@@ -30,7 +30,7 @@ from regner.regularizers.base import Regularizer, TrainingStep
 class GradientPenalty(Regularizer):
     name = "gp"
 
-    def __init__(self, epsilon: float = 1.0, mode: str = "exact", name: str | None = None):
+    def __init__(self, epsilon: float = 0.01, mode: str = "exact", name: str | None = None):
         super().__init__(name)
         if mode not in ("exact", "approx"):
             raise ValueError(f"gp.mode must be 'exact' or 'approx', got {mode!r}")

@@ -59,8 +59,8 @@ class VAT(Regularizer):
     name = "vat"
     uses_kl = True
 
-    def __init__(self, alpha: float = 1.0, epsilon: float = 1.0, xi: float = 1e-3, power_iterations: int = 1,
-                 relative: bool = False, name: str | None = None):
+    def __init__(self, alpha: float = 30.0, epsilon: float = 0.05, xi: float = 1e-3, power_iterations: int = 1,
+                 relative: bool = True, name: str | None = None):
         super().__init__(name)
         self.alpha, self.epsilon, self.xi = float(alpha), float(epsilon), float(xi)
         self.power_iterations, self.relative = int(power_iterations), relative
