@@ -466,17 +466,16 @@ class Trainer:
 def warn_no_predictions(epoch: int, train: dict[str, float], regularizer: Regularizer, cfg: DictConfig,
                         lr: float) -> None:
     """Say so while it happens when the model predicts no entity at all on dev."""
-    extra = {k: v for k, v in train.items() if k not in ("loss", "ce")}
-    loss = train.get("loss") or float("nan")
-    share = ", ".join(f"{k} {v:.4g} ({abs(v) / abs(loss):.0%} of the loss)" for k, v in extra.items()
-                      if math.isfinite(loss) and loss) or "none (plain CE)"
+    extra = ", ".join(f"{k} {v:.4g}" for k, v in train.items() if k not in ("loss", "ce")) or "none (plain CE)"
+    loss, ce = train.get("loss", math.nan), train.get("ce", math.nan)
+    share = (loss - ce) / loss if math.isfinite(loss) and loss else math.nan  # the regularizer's part of the loss
     log.warning(
         "epoch %d predicted no entity at all on dev (F1 0, 0 spans above the threshold %s). Regularizer %s "
-        "(%r): its terms this epoch: %s; ce %.4g; learning rate now %.3g. A random-init encoder often needs a "
-        "few epochs before its first prediction; if this persists, the regularizer may be making 'predict "
-        "nothing' the easiest way to agree (lower its strength, e.g. regularizer.alpha, or check kl.reduction), "
-        "or the learning rate is too high or too low.",
-        epoch, cfg.head.threshold, regularizer.name, regularizer, share, train.get("ce", float("nan")), lr)
+        "(%r): %.0f%% of this epoch's training loss %.4g is its term (its raw terms: %s; ce %.4g); learning rate "
+        "now %.3g. A random-init encoder often needs a few epochs before its first prediction; if this persists, "
+        "the regularizer may be making 'predict nothing' the easiest way to agree (lower its strength, e.g. "
+        "alpha=0.3, or check kl.reduction), or the learning rate is too high or too low.",
+        epoch, cfg.head.threshold, regularizer.name, regularizer, 100 * share, loss, extra, ce, lr)
 
 
 def format_per_type(scores: dict[str, Any]) -> str:
