@@ -469,6 +469,12 @@ def warn_no_predictions(epoch: int, train: dict[str, float], regularizer: Regula
     extra = ", ".join(f"{k} {v:.4g}" for k, v in train.items() if k not in ("loss", "ce")) or "none (plain CE)"
     loss, ce = train.get("loss", math.nan), train.get("ce", math.nan)
     share = (loss - ce) / loss if math.isfinite(loss) and loss else math.nan  # the regularizer's part of the loss
+    if regularizer.name == "none":
+        log.warning("epoch %d predicted no entity at all on dev (F1 0, 0 spans above the threshold %s); training "
+                    "loss %.4g, learning rate now %.3g. A random-init encoder often needs a few epochs before its "
+                    "first prediction; if this persists, the learning rate may be too high or too low.",
+                    epoch, cfg.head.threshold, loss, lr)
+        return
     log.warning(
         "epoch %d predicted no entity at all on dev (F1 0, 0 spans above the threshold %s). Regularizer %s "
         "(%r): %.0f%% of this epoch's training loss %.4g is its term (its raw terms: %s; ce %.4g); learning rate "
