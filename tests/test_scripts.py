@@ -23,3 +23,21 @@ def test_benchmark_dry_run_lists_one_sweep_per_cell_and_preset():
     lines = result.stdout.splitlines()
     assert len(lines) == 16 and all(line.startswith("regner sweep experiment=bench_cpu_") for line in lines)
     assert all("seed=1,2,3" in line for line in lines)
+
+
+def test_check_defaults_flags_a_default_that_collapses(tmp_path):
+    """A regularizer far below `none` (or diverged, or missing) fails the defaults check."""
+    import importlib.util
+
+    from .test_report import fake_run
+
+    spec = importlib.util.spec_from_file_location("check_defaults", REPO / "scripts" / "check_defaults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = {"none": 0.60, "rdrop": 0.58, "vat": 0.20, "fgm": 0.61, "gp": 0.59}
+    for job, (regularizer, f1) in enumerate(scores.items()):
+        fake_run(tmp_path, "weibo", job, regularizer, f1, 1, dataset="weibo")
+    fake_run(tmp_path, "weibo", 9, "noise", 0, 1, dataset="weibo", status="failed", diverged=True)
+    table, problems = module.verdicts(tmp_path, ["weibo"])
+    assert sorted(p.split(":")[0] for p in problems) == ["weibo/noise", "weibo/vat"]
+    assert "| weibo | rdrop | 0.5800 |" in table and "0.97×" in table
