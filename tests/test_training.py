@@ -172,3 +172,12 @@ def test_history_counts_predicted_spans_and_warns_when_there_are_none(tmp_path, 
     warning = [r.getMessage() for r in caplog.records if "predicted no entity" in r.getMessage()]
     assert warning and "rdrop" in warning[0] and "% of this epoch's training loss" in warning[0]
     assert "kl " in warning[0] and "learning rate" in warning[0]
+
+
+def test_perturbation_sizes_default_to_relative_and_kl_to_the_mean():
+    """Absolute sizes tuned for BERT embeddings destroy a small encoder's input, and a summed KL
+    grows with the square of the window: the defaults are relative sizes and the per-cell mean."""
+    for regularizer in ("fgm", "vat", "noise"):
+        assert compose_config(f"regularizer={regularizer}").regularizer.relative is True
+    cfg = compose_config("regularizer=rdrop")
+    assert cfg.kl.reduction == "mean" and cfg.regularizer.alpha == 300
