@@ -97,8 +97,8 @@ def test_two_job_sweep_then_report(tmp_path, extra):
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     table = [line for line in report.stdout.splitlines() if line.startswith("| rdrop")]
-    # alpha multiplies R-Drop's default weight (300); rows sort numerically
-    assert len(table) == 2 and "| alpha=300 |" in table[0] and "| alpha=1200 |" in table[1]
+    # alpha multiplies R-Drop's default weight (100); rows sort numerically
+    assert len(table) == 2 and "| alpha=100 |" in table[0] and "| alpha=400 |" in table[1]
 
 
 def test_runs_differing_only_in_an_unused_key_are_replicates(tmp_path):

@@ -52,7 +52,7 @@ def test_regularizer_variants(tmp_path, overrides):
 
 def test_alpha_flows_into_the_regularizer(tmp_path):
     cfg = compose_config("regularizer=rdrop", "alpha=4")  # a multiplier of each regularizer's default
-    assert cfg.regularizer.alpha == 4 * 300
+    assert cfg.regularizer.alpha == 4 * 100
     assert compose_config("regularizer=gp", "alpha=0.5").regularizer.epsilon == 0.5 * 0.01
     assert compose_config("regularizer=fgm", "alpha=2").regularizer.weight == 2
     assert compose_config("regularizer=rdrop", "regularizer.alpha=7").regularizer.alpha == 7  # absolute value
@@ -180,4 +180,4 @@ def test_perturbation_sizes_default_to_relative_and_kl_to_the_mean():
     for regularizer in ("fgm", "vat", "noise"):
         assert compose_config(f"regularizer={regularizer}").regularizer.relative is True
     cfg = compose_config("regularizer=rdrop")
-    assert cfg.kl.reduction == "mean" and cfg.regularizer.alpha == 300
+    assert cfg.kl.reduction == "mean" and cfg.regularizer.alpha == 100

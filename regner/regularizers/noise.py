@@ -17,7 +17,7 @@ from regner.regularizers.base import Regularizer, TrainingStep, per_sample_norm
 class GaussianNoise(Regularizer):
     name = "noise"
 
-    def __init__(self, sigma: float = 0.2, consistency: bool = False, alpha: float = 300.0,
+    def __init__(self, sigma: float = 0.2, consistency: bool = False, alpha: float = 100.0,
                  relative: bool = True, name: str | None = None):
         super().__init__(name)
         self.sigma, self.consistency, self.alpha, self.relative = float(sigma), consistency, float(alpha), relative

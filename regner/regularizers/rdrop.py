@@ -18,7 +18,7 @@ class RDrop(Regularizer):
     name = "rdrop"
     uses_kl = True
 
-    def __init__(self, alpha: float = 300.0, name: str | None = None):
+    def __init__(self, alpha: float = 100.0, name: str | None = None):
         super().__init__(name)
         self.alpha = float(alpha)
 

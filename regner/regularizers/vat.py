@@ -59,7 +59,7 @@ class VAT(Regularizer):
     name = "vat"
     uses_kl = True
 
-    def __init__(self, alpha: float = 300.0, epsilon: float = 0.05, xi: float = 1e-3, power_iterations: int = 1,
+    def __init__(self, alpha: float = 100.0, epsilon: float = 0.05, xi: float = 1e-3, power_iterations: int = 1,
                  relative: bool = True, name: str | None = None):
         super().__init__(name)
         self.alpha, self.epsilon, self.xi = float(alpha), float(epsilon), float(xi)
