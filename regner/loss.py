@@ -103,3 +103,18 @@ def multilabel_crossentropy(scores: torch.Tensor, targets: torch.Tensor, mask: t
     rows = positive_rows(targets).to(scores.device)
     b, t, s, e = rows.unbind(-1)
     return _MultilabelCE.apply(scores, mask.bool(), b, t, s, e)
+
+
+def dense_crossentropy(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The same loss in its textbook dense form (``torch.where`` copies, a concatenated zero column per
+    logsumexp, autograd's own backward), as regner 0.1 computed it. Kept as the independent reference
+    the tests check :func:`multilabel_crossentropy` against and the memory baseline of
+    ``scripts/bench_throughput.py --loss-memory``; ``targets`` is a dense bool tensor."""
+    positive = targets & mask
+    negative = mask & ~positive
+
+    def log1p_sum_exp(x: torch.Tensor, include: torch.Tensor) -> torch.Tensor:
+        flat = torch.where(include, x, torch.full_like(x, masked_fill_value(x.dtype))).flatten(-2)
+        return torch.logsumexp(torch.cat((torch.zeros_like(flat[..., :1]), flat), dim=-1), dim=-1)
+
+    return (log1p_sum_exp(scores, negative) + log1p_sum_exp(-scores, positive)).mean()

@@ -136,18 +136,6 @@ def bench(args) -> list[dict]:
     return rows
 
 
-def textbook_crossentropy(scores, targets, mask):
-    """The dense form (torch.where copies and a concatenated zero column): the memory reference."""
-    positive = targets & mask
-    negative = mask & ~positive
-
-    def log1p_sum_exp(x, include):
-        flat = torch.where(include, x, torch.full_like(x, -1e12)).flatten(-2)
-        return torch.logsumexp(torch.cat((torch.zeros_like(flat[..., :1]), flat), dim=-1), dim=-1)
-
-    return (log1p_sum_exp(scores, negative) + log1p_sum_exp(-scores, positive)).mean()
-
-
 def textbook_kl(s, t, mask):
     contribution = (torch.sigmoid(s) - torch.sigmoid(t)) * (s - t)
     return torch.where(mask, contribution, torch.zeros_like(contribution)).sum(dim=(-1, -2)).mean()
@@ -155,6 +143,7 @@ def textbook_kl(s, t, mask):
 
 def loss_memory(batch: int, types: int, length: int, device: torch.device) -> str:
     from regner.batching import dense_targets
+    from regner.loss import dense_crossentropy as textbook_crossentropy
     from regner.loss import multilabel_crossentropy
     from regner.profiling import TensorMemoryTracker
 
