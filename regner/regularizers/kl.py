@@ -29,21 +29,18 @@ from regner.numerics import at_least_fp32, masked_fill_value
 REDUCTIONS = ("mean", "sum")
 
 
-def _reduce(contribution: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
-    contribution = contribution.masked_fill(~mask, 0.0)
-    if reduction == "mean":
-        return contribution.sum() / mask.expand_as(contribution).sum().clamp_min(1)
-    if reduction == "sum":
-        return contribution.sum(dim=(-1, -2)).mean()
-    raise ValueError(f"kl.reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
 def _normalizer(mask: torch.Tensor, like: torch.Tensor, reduction: str) -> torch.Tensor | float:
+    """What the masked sum over all cells is divided by: the number of valid cells (``mean``) or of
+    (sample, type) pairs (``sum``: sum over cells, mean over sample × type)."""
     if reduction == "mean":
         return mask.expand_as(like).sum().clamp_min(1)
     if reduction == "sum":
         return like.shape[0] * like.shape[1]
     raise ValueError(f"kl.reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(contribution: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    return contribution.masked_fill(~mask, 0.0).sum() / _normalizer(mask, contribution, reduction)
 
 
 class _GlobalPointerKL(torch.autograd.Function):

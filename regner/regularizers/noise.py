@@ -3,8 +3,8 @@
 Without consistency the model trains on e + N(0, σ²). With ``consistency: true`` the clean and the
 noisy batch run in one forward of the doubled batch and the loss is the mean CE of both plus
 alpha · D(s_clean, s_noisy). ``relative: true`` scales σ by the per-sample RMS of e over real
-(non-padding) positions. With σ = 0 no
-random numbers are drawn, so the step is exactly that of ``none``.
+(non-padding) positions. With σ = 0 no random numbers are drawn, so the step is exactly that of
+``none``.
 """
 
 from __future__ import annotations
