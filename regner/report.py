@@ -23,6 +23,7 @@ Runs are found by their ``status.json`` under the given directories; each run's 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -81,6 +82,7 @@ class RunRecord:
     def collapsed(self) -> bool:
         return self.status == "diverged" or (self.status == "completed" and not self.dev_f1 >= COLLAPSE_F1)
 
+    @functools.cached_property
     def relevant(self) -> dict[str, Any]:
         """The config keys that can change the result: no inert keys, no KL keys if no KL is used."""
         return {k: v for k, v in self.config.items()
@@ -110,10 +112,10 @@ class Group:
     def values(self, attribute: str) -> list[float]:
         return [getattr(r, attribute) for r in self.good if not math.isnan(getattr(r, attribute))]
 
-    def per_seed(self, attribute: str, runs: list[RunRecord] | None = None) -> dict[Any, float]:
+    def per_seed(self, attribute: str) -> dict[Any, float]:
         """Mean value per seed (runs repeated with one seed and an inert difference are replicates)."""
         by_seed: dict[Any, list[float]] = defaultdict(list)
-        for r in self.good if runs is None else runs:
+        for r in self.good:
             value = getattr(r, attribute)
             if not math.isnan(value):
                 by_seed[json.dumps(r.seed)].append(value)
@@ -185,8 +187,8 @@ def collect_runs(directories: list[str | Path]) -> list[RunRecord]:
 
 def varying_keys(records: list[RunRecord]) -> list[str]:
     """Relevant config keys whose value is not the same in every run (a missing key counts as a value)."""
-    keys = sorted({k for r in records for k in r.relevant()})
-    return [k for k in keys if len({json.dumps(r.relevant().get(k), sort_keys=True, default=str) for r in records}) > 1]
+    keys = sorted({k for r in records for k in r.relevant})
+    return [k for k in keys if len({json.dumps(r.relevant.get(k), sort_keys=True, default=str) for r in records}) > 1]
 
 
 def _is_treatment(key: str) -> bool:
@@ -195,7 +197,7 @@ def _is_treatment(key: str) -> bool:
 
 def setting_of(record: RunRecord, keys: list[str]) -> tuple:
     """The run's values of the varying non-regularizer keys: runs compare only within one setting."""
-    relevant = record.relevant()
+    relevant = record.relevant
     return tuple((k, relevant.get(k)) for k in keys if not _is_treatment(k))
 
 
@@ -229,7 +231,7 @@ def strength_labels(records: list[RunRecord], orders: dict[int, tuple] | None = 
     for runs in by_regularizer.values():
         varying = [k for k in varying_keys(runs) if _is_treatment(k) and k != "kl.name"]
         for r in runs:
-            relevant = r.relevant()
+            relevant = r.relevant
             parts = [f"{k.split('.', 1)[1] if k.startswith('regularizer.') else k}={_format_value(relevant.get(k))}"
                      for k in varying]
             labels[id(r)] = ", ".join(parts) or "default"
@@ -269,7 +271,11 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
         test_mean, test_std = _mean_std(g.values("test_f1"))
         counted = g.counted
         collapsed = sum(r.collapsed for r in g.runs)
-        judge = "test" if counted and all(not math.isnan(r.test_f1) or r.status == "diverged" for r in counted) else "dev"
+        base = baselines.get(g.setting)
+        # Test F1 only when this group and its baseline all have one (a diverged run has no metrics at all).
+        with_test = all(not math.isnan(r.test_f1) or r.status == "diverged" for r in counted)
+        base_with_test = base is None or all(not math.isnan(r.test_f1) for r in base.good)
+        judge = "test" if counted and with_test and base_with_test else "dev"
         attribute = f"{judge}_f1"
         all_seeds = [0.0 if r.status == "diverged" else getattr(r, attribute) for r in counted]
         ratios = [r.cost_ratio for r in g.runs if not math.isnan(r.cost_ratio)]
@@ -285,15 +291,11 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
             "peak_memory_mb": max(memory, default=math.nan),
             "delta_vs_none": math.nan, "test": "", "p": math.nan, "p_holm": math.nan, "verdict": "",
         }
-        base = baselines.get(g.setting)
         if g.regularizer == "none":
             row["verdict"] = "baseline"
         elif base is None:
             row["verdict"] = "no none runs in this setting"
         else:
-            if judge == "test" and not all(not math.isnan(r.test_f1) for r in base.good):
-                judge = row["judged_on"] = "dev"
-                attribute = "dev_f1"
             group_values, base_values = g.per_seed(attribute), base.per_seed(attribute)
             if group_values and base_values:
                 result = compare_seeds(group_values, base_values)

@@ -182,3 +182,13 @@ def test_evaluate_outputs_are_skipped(sweep):
     (evaluation / "status.json").write_text(json.dumps({"status": "completed"}))
     (evaluation / "metrics.json").write_text(json.dumps({"dev": {"f1": 0.5}, "run": {"ckpt": "somewhere"}}))
     assert len(collect_runs([sweep])) == 10
+
+
+def test_a_row_is_judged_on_dev_everywhere_when_its_baseline_has_no_test(tmp_path):
+    """Δ and the all-seed mean must be on the same split: dev, when the none runs lack test F1."""
+    for seed in (1, 2):
+        fake_run(tmp_path, "s", seed, "none", 0.60 + seed / 100, seed)
+        fake_run(tmp_path, "s", 10 + seed, "fgm", 0.70 + seed / 100, seed, test_f1=0.10)
+    (fgm,) = [r for r in summarize(group_runs(collect_runs([tmp_path]))) if r["regularizer"] == "fgm"]
+    assert fgm["judged_on"] == "dev" and fgm["delta_vs_none"] == pytest.approx(0.10)
+    assert fgm["f1_all_seeds_mean"] == pytest.approx(0.715)
