@@ -12,6 +12,7 @@ its JSONL (no Hydra logging, no run directory).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 from regner.data.errors import DataError
+from regner.errors import RunDirError, UserError
 
 log = logging.getLogger("regner")
 
@@ -39,20 +41,100 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's input, reported as one paragraph instead of a traceback."""
     from omegaconf.errors import MissingMandatoryValue
 
-    from regner.encoder import EncoderError
-    from regner.trainer import DeviceError
-
-    return DataError, EncoderError, DeviceError, MissingMandatoryValue
+    return UserError, MissingMandatoryValue
 
 
-def _fail(err: BaseException, run_dir: Path, multirun: bool = False) -> None:
-    """Report a failed run in one paragraph; exit unless other sweep jobs should go on."""
-    from regner.trainer import TrainingDiverged
+def report_error(command: str, err: BaseException, run_dir: Path | None = None, exit_code: int | None = 2) -> None:
+    """The one error path of every command: one paragraph on stderr (no traceback) naming the file,
+    line, key or value, where the failed run's status.json is, then exit ``exit_code`` (None: return,
+    so the other jobs of a sweep go on)."""
+    message = str(err).strip() or type(err).__name__
+    if type(err).__name__ == "MissingMandatoryValue":
+        message = f"a required key has no value: {message.splitlines()[0]}; set it on the command line (key=value)"
+    where = (f" The run directory {run_dir} holds no finished result: its status.json says failed, and why."
+             if run_dir is not None else "")
+    print(f"regner {command}: error: {message}.{where}".replace("..", "."), file=sys.stderr, flush=True)
+    if exit_code is not None:
+        sys.exit(exit_code)
 
-    log.error("run failed: %s", err)
-    log.error("nothing was written as a finished run; %s says why", run_dir / "status.json")
-    if not multirun:
-        sys.exit(1 if isinstance(err, TrainingDiverged) else 2)
+
+# Keys that may change when a run is resumed: they decide how long and where it trains, not what it learns
+# from a given state. (max_epochs also stretches the learning-rate schedule from the saved step on.)
+RESUMABLE_OVERRIDES = ("trainer.max_epochs", "trainer.patience", "trainer.save_every_steps", "trainer.progress",
+                       "trainer.device", "trainer.num_workers", "trainer.num_threads", "trainer.log_every",
+                       "trainer.check_every", "trainer.eval_batch_size")
+
+
+def _override_key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def _is_hydra_arg(arg: str) -> bool:
+    return arg.startswith("-") or _override_key(arg).startswith(("hydra.", "hydra/")) or "=" not in arg
+
+
+def check_resume_overrides(args: list[str]) -> list[str]:
+    """The overrides given with ``resume=``: the safe ones are returned; any other is refused."""
+    keys = [_override_key(a) for a in args if not _is_hydra_arg(a) and _override_key(a) not in ("resume", "trainer.resume")]
+    refused = [k for k in keys if k not in RESUMABLE_OVERRIDES]
+    if refused:
+        raise RunDirError(
+            f"cannot change {', '.join(refused)} when resuming: a resumed run continues with its saved config. "
+            f"Only {', '.join(RESUMABLE_OVERRIDES)} may change on resume; start a new run to change anything else")
+    return keys
+
+
+def _explicit(hydra_cfg, key: str) -> bool:
+    return any(_override_key(o) == key for o in hydra_cfg.overrides.hydra)
+
+
+def attach_run_log(run_dir: Path) -> logging.Handler:
+    """``<run dir>/regner.log`` (appended to), attached once the directory is ours."""
+    handler = logging.FileHandler(run_dir / "regner.log", mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def write_hydra_files(run_dir: Path, cfg, hydra_cfg) -> None:
+    """Hydra's own record of the run (``.hydra/``), written only into a directory this process owns."""
+    from omegaconf import OmegaConf
+
+    from regner.runio import atomic_write_text
+
+    atomic_write_text(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(run_dir / ".hydra" / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
+    atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(hydra_cfg.overrides.task)))
+
+
+@contextlib.contextmanager
+def claimed_run(hydra_cfg, resume_dir: Path | None):
+    """Lock the run directory (a new one, or the run to resume) for the block; yields the Claim."""
+    from hydra.types import RunMode
+
+    from regner.rundir import Claim, RunLock, check_resumable, claim_new_run_dir, run_status
+
+    if resume_dir is not None:
+        check_resumable(resume_dir)
+        claim = Claim(resume_dir, RunLock(resume_dir).acquire())
+        if run_status(resume_dir) == "completed":  # finished between the check and the lock
+            claim.release()
+            raise RunDirError(f"cannot resume {resume_dir}: this run has already completed")
+    else:
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        explicit = _explicit(hydra_cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+        claim = claim_new_run_dir(run_dir, explicit=explicit, skip_completed=multirun)
+    handler = None
+    try:
+        if claim.lock is not None:
+            handler = attach_run_log(claim.run_dir)
+        yield claim
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        claim.release()
 
 
 def _train_task(cfg) -> float | None:
@@ -62,68 +144,97 @@ def _train_task(cfg) -> float | None:
 
     from regner.data.loading import absolutize_paths
     from regner.distributed import env_rank
-    from regner.runio import atomic_write_text
+    from regner.interrupt import Interrupted, graceful_stop
+    from regner.runio import atomic_write_text, write_status
     from regner.trainer import TrainingDiverged, run_training
+    from regner.validation import validate_config
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    resume_dir = Path(cfg.resume) if cfg.get("resume") else None
+    if env_rank() != 0:  # a data-parallel secondary rank: rank 0 owns the run directory
+        run_cfg = resumed_config(resume_dir, cfg, hydra_cfg) if resume_dir else cfg
+        with graceful_stop() as stop:
+            run_training(run_cfg, Path(hydra_cfg.runtime.output_dir), resume=resume_dir is not None, stop=stop)
+        return None
     try:
-        if cfg.get("resume"):
-            cfg = resumable_config(Path(cfg.resume))
-        elif env_rank() == 0:
-            absolutize_paths(cfg.data, Path.cwd())
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        metrics = run_training(cfg, run_dir, resume=bool(cfg.get("resume")))
-    except (*user_errors(), TrainingDiverged) as err:
-        _fail(err, run_dir, multirun)
-        return None  # let the other jobs of the sweep go on; the report flags this one
-    log.info("run directory: %s", run_dir)
+        claim_context = claimed_run(hydra_cfg, resume_dir)
+        claim = claim_context.__enter__()
+    except UserError as err:  # nothing of ours was written: the directory belongs to someone else
+        report_error("train", err, None, None if multirun else 2)
+        return None
+    run_dir, owned = claim.run_dir, True
+    try:
+        if claim.skip:
+            log.info("%s: this sweep job already completed; skipped (delete the directory to run it again)", run_dir)
+            return json.loads((run_dir / "status.json").read_text()).get("dev_f1")
+        try:
+            if resume_dir is not None:
+                cfg = resumed_config(resume_dir, cfg, hydra_cfg)
+                validate_config(cfg)
+                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            else:
+                write_hydra_files(run_dir, cfg, hydra_cfg)
+                write_status(run_dir, "running")
+                validate_config(cfg)
+                absolutize_paths(cfg.data, Path.cwd())
+                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            with graceful_stop() as stop:
+                metrics = run_training(cfg, run_dir, resume=resume_dir is not None, stop=stop)
+        except (*user_errors(), TrainingDiverged) as err:
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}",
+                         diverged=isinstance(err, TrainingDiverged))
+            report_error("train", err, run_dir if owned else None,
+                         None if multirun else (1 if isinstance(err, TrainingDiverged) else 2))
+            return None  # let the other jobs of the sweep go on; the report flags this one
+        except Interrupted as err:
+            from regner.trainer import resume_command
+
+            print(f"regner train: {err}. Resume with:\n  {resume_command(run_dir)}", file=sys.stderr, flush=True)
+            sys.exit(err.exit_code)
+    finally:
+        claim_context.__exit__(None, None, None)
     return float(metrics["dev"]["f1"])
 
 
-def resumable_config(run_dir: Path):
-    """The saved config of the run to continue, with ``resume`` set."""
+def resumed_config(run_dir: Path, composed, hydra_cfg):
+    """The saved config of the run to continue, with ``resume`` set and the resume-safe overrides of
+    this command applied (each logged); any other override was refused before Hydra started."""
     from omegaconf import OmegaConf
 
-    if not (run_dir / "config.yaml").exists():
-        raise DataError("cannot resume: not a regner run directory (no config.yaml)", str(run_dir))
-    status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
-    if status.get("status") == "completed":
-        raise DataError("cannot resume: this run has already completed", str(run_dir))
     cfg = OmegaConf.load(run_dir / "config.yaml")
     cfg.resume = str(run_dir)
+    for key in check_resume_overrides(list(hydra_cfg.overrides.task)):
+        new, old = OmegaConf.select(composed, key), OmegaConf.select(cfg, key)
+        if new != old:
+            log.info("resume: %s=%s (was %s)%s", key, new, old,
+                     "; the learning-rate schedule is recomputed for the new length" if key == "trainer.max_epochs" else "")
+            OmegaConf.update(cfg, key, new, force_add=True)
     return cfg
 
 
-def latest_unfinished_run(root: Path = Path("outputs")) -> Path:
-    """Most recent run under ``root`` that saved resumable state but did not complete."""
-    from regner.trainer import LAST_STATE
-
-    candidates = []
-    for status_file in root.glob("**/status.json"):
-        run_dir = status_file.parent
-        state = run_dir / LAST_STATE
-        if state.exists() and json.loads(status_file.read_text()).get("status") != "completed":
-            candidates.append((state.stat().st_mtime, run_dir))
-    if not candidates:
-        raise DataError("trainer.resume=true but no unfinished run with saved state was found", str(root))
-    return max(candidates)[1]
-
-
 def _resume_overrides(argv: list[str]) -> list[str]:
-    """Run a resumed training in the original run directory instead of a new one."""
+    """Check a resume before Hydra starts (a refused resume leaves its target untouched), then run it
+    in the original run directory instead of a new one. A new run in a directory named with
+    ``hydra.run.dir`` is checked the same way."""
+    from regner.rundir import check_resumable, holds_a_run, latest_unfinished_run, lock_holder
+
     if "trainer.resume=true" in argv:
-        try:
-            run_dir = latest_unfinished_run()
-        except DataError as err:
-            raise SystemExit(f"regner: {err}") from None
-        argv = [a for a in argv if a != "trainer.resume=true"] + [f"resume={run_dir}"]
+        argv = [a for a in argv if a != "trainer.resume=true"] + [f"resume={latest_unfinished_run()}"]
     for arg in argv:
         if arg.startswith("resume=") and arg != "resume=null":
             run_dir = Path(arg.split("=", 1)[1]).expanduser().resolve()
-            argv = [a for a in argv if a != arg] + [f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
-            break
+            check_resumable(run_dir)
+            check_resume_overrides([a for a in argv if a != arg])
+            return [a for a in argv if a != arg and not a.startswith("hydra.run.dir=")] + [
+                f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            run_dir = Path(arg.split("=", 1)[1]).expanduser()
+            if lock_holder(run_dir) is not None or holds_a_run(run_dir):
+                from regner.rundir import claim_new_run_dir
+
+                claim_new_run_dir(run_dir, explicit=True).release()  # raises the message
     return argv
 
 
@@ -136,41 +247,68 @@ def _evaluate_task(cfg) -> None:
     from regner.inference import LoadedModel, checkpoint_dir
     from regner.runio import METRICS_FILE, atomic_write_json, atomic_write_text, write_status
     from regner.trainer import resolve_device
+    from regner.validation import validate_config
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    write_status(run_dir, "running")
     try:
-        if not cfg.get("ckpt"):
-            raise DataError("regner evaluate needs ckpt=<run dir or checkpoint dir>")
-        ckpt = checkpoint_dir(cfg.ckpt)
-        data_cfg = cfg.data
-        data_overridden = any(o.split("=")[0].lstrip("+~").startswith("data") for o in hydra_cfg.overrides.task)
-        saved = ckpt.parent / "config.yaml"
-        if not data_overridden and saved.exists():
-            data_cfg = OmegaConf.load(saved).data  # its data paths were saved absolute
-            log.info("evaluating on the data the model was trained with (%s); pass data=... to change", data_cfg.name)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.merge(cfg, {"data": data_cfg}), resolve=True))
-        loaded = LoadedModel.load(ckpt, resolve_device(cfg.trainer.device))
-        splits = load_splits(data_cfg)
-        results: dict = {"status": "completed", "checkpoint": str(ckpt),
-                         "run": {"dataset": splits.name, "labels": loaded.model.labels}}
-        for name in ("dev", "test"):
-            examples = getattr(splits, name)
-            if examples is None:
-                results[name] = None
-                continue
-            split = loaded.encode(name, examples)
-            results[name], _ = evaluate(loaded.model, split, loaded.device, cfg.trainer.eval_batch_size,
-                                        loaded.config.get("threshold", 0.0), with_seqeval=True)
-            log.info("%s: P %.4f R %.4f F1 %.4f", name, results[name]["precision"], results[name]["recall"],
-                     results[name]["f1"])
-    except user_errors() as err:
-        write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
-        _fail(err, run_dir)
-    atomic_write_json(run_dir / METRICS_FILE, results)
-    write_status(run_dir, "completed")
-    log.info("metrics written to %s", run_dir / METRICS_FILE)
+        claim_context = claimed_run(hydra_cfg, None)
+        claim = claim_context.__enter__()
+    except UserError as err:
+        report_error("evaluate", err)
+    run_dir = claim.run_dir
+    try:
+        write_hydra_files(run_dir, cfg, hydra_cfg)
+        write_status(run_dir, "running")
+        try:
+            if not cfg.get("ckpt"):
+                raise DataError("regner evaluate needs ckpt=<run dir or checkpoint dir>")
+            validate_config(cfg)
+            ckpt = checkpoint_dir(cfg.ckpt)
+            data_cfg = cfg.data
+            data_overridden = any(_override_key(o).startswith("data") for o in hydra_cfg.overrides.task)
+            saved = ckpt.parent / "config.yaml"
+            if not data_overridden and saved.exists():
+                data_cfg = OmegaConf.load(saved).data  # its data paths were saved absolute
+                log.info("evaluating on the data the model was trained with (%s); pass data=... to change",
+                         data_cfg.name)
+            atomic_write_text(run_dir / "config.yaml",
+                              OmegaConf.to_yaml(OmegaConf.merge(cfg, {"data": data_cfg}), resolve=True))
+            loaded = LoadedModel.load(ckpt, resolve_device(cfg.trainer.device))
+            splits = load_splits(data_cfg)
+            check_label_overlap(loaded.model.labels, splits, ckpt)
+            results: dict = {"status": "completed", "checkpoint": str(ckpt), "kind": "evaluation",
+                             "run": {"dataset": splits.name, "labels": loaded.model.labels}}
+            for name in ("dev", "test"):
+                examples = getattr(splits, name)
+                if examples is None:
+                    results[name] = None
+                    continue
+                split = loaded.encode(name, examples)
+                results[name], _ = evaluate(loaded.model, split, loaded.device, cfg.trainer.eval_batch_size,
+                                            loaded.config.get("threshold", 0.0), with_seqeval=True)
+                log.info("%s: P %.4f R %.4f F1 %.4f", name, results[name]["precision"], results[name]["recall"],
+                         results[name]["f1"])
+        except user_errors() as err:
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+            report_error("evaluate", err, run_dir)
+        atomic_write_json(run_dir / METRICS_FILE, results)
+        write_status(run_dir, "completed")
+        log.info("metrics written to %s", run_dir / METRICS_FILE)
+    finally:
+        claim_context.__exit__(None, None, None)
+
+
+def check_label_overlap(model_labels: list[str], splits, ckpt: Path) -> None:
+    """Scoring a model on data whose entity types it never learned gives F1 0, which means nothing."""
+    gold = {e.type for split in (splits.dev, splits.test or []) for ex in split for e in ex.entities}
+    shared = gold & set(model_labels)
+    if gold and not shared:
+        raise DataError(f"the model knows the types {sorted(model_labels)} but {splits.name!r} has only "
+                        f"{sorted(gold)}: no type in common, so every score would be 0. Evaluate on data labelled "
+                        "with the model's types", str(ckpt))
+    missing = sorted(gold - set(model_labels))
+    if missing:
+        log.warning("types %s of %s are unknown to the model: their entities count as missed", missing, splits.name)
 
 
 def _secondary_rank_overrides(argv: list[str]) -> list[str]:
@@ -218,48 +356,162 @@ def _report(argv: list[str]) -> None:
     print(text)
 
 
-PREDICT_KEYS = {"ckpt": None, "input": "-", "output": "-", "batch_size": "64", "threshold": None, "device": "cpu"}
+PREDICT_OPTIONS = {  # key: (default, help)
+    "ckpt": (None, "run directory, or its checkpoint/ directory (required)"),
+    "input": ("-", 'texts: one per line, or JSONL with a "text" field; - reads stdin'),
+    "output": ("-", "where the JSONL results go (written atomically); - writes stdout"),
+    "batch_size": ("64", "windows per forward pass (an integer ≥ 1)"),
+    "threshold": (None, "logit threshold for a span (default: the checkpoint's head.threshold)"),
+    "device": ("cpu", "cpu, cuda, cuda:N or auto"),
+    "on_error": ("record", 'a line that is not UTF-8 text or a JSON object with a string "text": record = write '
+                           '{"line", "error"} for it and predict the rest; fail = stop with exit 2 naming the line'),
+}
+PREDICT_HELP = "usage: regner predict ckpt=RUN [key=value ...]\n\nEntities for raw texts, one JSON line per input " \
+    "line ({text, entities: [{start, end, type, text, score}]}, end exclusive, score = σ(logit)).\n\n" + \
+    "\n".join(f"  {k:<11}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in PREDICT_OPTIONS.items())
+
+
+def predict_options(argv: list[str]) -> dict:
+    """Parse and check ``key=value`` arguments; a bad one is a ConfigError naming it."""
+    import math
+
+    from regner.errors import ConfigError
+    from regner.validation import DEVICE
+
+    options = {k: v[0] for k, v in PREDICT_OPTIONS.items()}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in options:
+            raise ConfigError(arg, arg, f"key=value with a key among {', '.join(PREDICT_OPTIONS)} "
+                                        "(regner predict --help)")
+        options[key] = value
+    if not options["ckpt"]:
+        raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
+    try:
+        options["batch_size"] = int(options["batch_size"])
+        assert options["batch_size"] >= 1
+    except (ValueError, AssertionError):
+        raise ConfigError("batch_size", options["batch_size"], "an integer ≥ 1") from None
+    if options["threshold"] is not None:
+        try:
+            options["threshold"] = float(options["threshold"])
+            assert math.isfinite(options["threshold"])
+        except (ValueError, AssertionError):
+            raise ConfigError("threshold", options["threshold"], "a finite number (a logit; 0 = probability 0.5)") \
+                from None
+    if options["on_error"] not in ("record", "fail"):
+        raise ConfigError("on_error", options["on_error"], "record or fail")
+    if not DEVICE.match(options["device"]):
+        raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
+    return options
 
 
 def _predict(argv: list[str]) -> None:
     """``key=value`` arguments like the Hydra commands, but no run directory and clean stdout."""
-    from regner.inference import LoadedModel, read_texts
-
-    options = dict(PREDICT_KEYS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            print(f"regner predict: unknown argument {arg!r}; keys: {', '.join(PREDICT_KEYS)}", file=sys.stderr)
-            sys.exit(2)
-        options[key] = value
-    if not options["ckpt"]:
-        print("regner predict: ckpt=<run dir or checkpoint dir> is required", file=sys.stderr)
-        sys.exit(2)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(PREDICT_HELP)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        options = predict_options(argv)
+        from regner.inference import LoadedModel, read_texts
         from regner.trainer import resolve_device
 
         loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"]))
         source = options["input"]
         if source == "-":
-            texts = list(read_texts(sys.stdin, "<stdin>"))
+            lines = list(read_texts(sys.stdin.buffer, "<stdin>"))
         else:
             if not Path(source).is_file():
-                raise DataError(f"input file not found: {source}")
-            with open(source, encoding="utf-8-sig") as handle:
-                texts = list(read_texts(handle, source))
-        threshold = float(options["threshold"]) if options["threshold"] is not None else None
-        predictions = loaded.predict(texts, int(options["batch_size"]), threshold)
+                raise DataError("input file not found", source)
+            with open(source, "rb") as handle:
+                lines = list(read_texts(handle, source))
+        bad = [line for line in lines if line.error]
+        if bad and options["on_error"] == "fail":
+            raise DataError(bad[0].error + " (on_error=fail; on_error=record writes an error record and goes on)")
+        good = [line for line in lines if line.error is None]
+        predictions = iter(loaded.predict([line.text for line in good], options["batch_size"], options["threshold"]))
     except user_errors() as err:
-        print(f"regner predict: {err}", file=sys.stderr)
-        sys.exit(2)
-    lines = "".join(json.dumps({"text": t, "entities": p}, ensure_ascii=False) + "\n" for t, p in zip(texts, predictions))
+        report_error("predict", err)
+    records = [{"line": line.number, "error": line.error} if line.error else
+               {"text": line.text, "entities": next(predictions)} for line in lines]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if options["output"] == "-":
-        sys.stdout.write(lines)
+        sys.stdout.write(text)
     else:
         from regner.runio import atomic_write_text
 
-        atomic_write_text(options["output"], lines)
+        atomic_write_text(options["output"], text)
+    if bad:
+        print(f"regner predict: warning: {len(bad)} of {len(lines)} input lines could not be read; their records "
+              f'hold {{"line", "error"}} instead of entities (first: {bad[0].error})', file=sys.stderr)
+
+
+def warn_unused_sweep_keys(args: list[str], max_checks: int = 12) -> list[str]:
+    """Warn (on stderr) when a swept ``alpha`` or ``kl`` cannot change what the chosen regularizer
+    computes, e.g. ``regner sweep alpha=1,4`` with ``regularizer=none``: its jobs would be identical
+    runs counted as if they were different. Returns the warnings."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from regner.trainer import instantiate_regularizer
+
+    plain = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except Exception:  # noqa: BLE001 - Hydra reports bad overrides itself when the sweep starts
+        return []
+    swept = {o.key_or_group: list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()
+             and not o.key_or_group.startswith("hydra")}
+    watched = [k for k in swept if (k == "alpha" or k == "kl" or k.startswith("kl.")) and len(swept[k]) > 1]
+    if not watched:
+        return []
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    regularizers = swept.get("regularizer", [None])
+    warnings = []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            for key, regularizer in itertools.islice(itertools.product(watched, regularizers), max_checks):
+                base = fixed + ([f"regularizer={regularizer}"] if regularizer else [])
+                first, second = (compose("config", base + [f"{key}={value}"]) for value in swept[key][:2])
+                reg_cfg = first.regularizer
+                uses_kl = instantiate_regularizer(reg_cfg).uses_kl
+                if key == "alpha":
+                    unused = (OmegaConf.to_container(first.regularizer, resolve=True)
+                              == OmegaConf.to_container(second.regularizer, resolve=True))
+                else:
+                    unused = not uses_kl
+                if unused:
+                    jobs = len(swept[key])
+                    warnings.append(f"{key} is swept over {', '.join(swept[key])} but regularizer={reg_cfg.name} does "
+                                    f"not read it: those {jobs} jobs (per other setting) are identical runs. Sweep a "
+                                    f"regularizer that uses it, e.g. regner sweep regularizer=rdrop {key}="
+                                    f"{','.join(swept[key])}")
+    except Exception as err:  # noqa: BLE001 - the check is advisory; the sweep reports real errors
+        log.debug("sweep check skipped: %s", err)
+    finally:
+        GlobalHydra.instance().clear()
+    for warning in warnings:
+        print(f"regner sweep: warning: {warning}", file=sys.stderr)
+    return warnings
+
+
+def version_text() -> str:
+    from regner import __version__
+
+    try:
+        import torch
+        import transformers
+
+        extra = f" (torch {torch.__version__}, transformers {transformers.__version__})"
+    except ImportError:
+        extra = ""
+    return f"regner {__version__}{extra}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -267,24 +519,34 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
+    if argv[0] in ("-V", "--version", "version"):
+        print(version_text())
+        return
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        _hydra_app(_resume_overrides(rest))
-    elif command == "sweep":
-        if "-m" not in rest and "--multirun" not in rest:
-            rest = ["--multirun", *rest]
-        _hydra_app(rest)
-    elif command == "report":
-        _report(rest)
-    elif command == "evaluate":
-        if not any(a.startswith("hydra.run.dir=") for a in rest):
-            rest = [*rest, "hydra.run.dir=outputs/evaluate/${now:%Y-%m-%d}/${now:%H-%M-%S}"]
-        _hydra_app(rest, _evaluate_task)
-    elif command == "predict":
-        _predict(rest)
-    else:
-        print(f"regner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-        sys.exit(2)
+    try:
+        if command == "train":
+            _hydra_app(_resume_overrides(rest))
+        elif command == "sweep":
+            if "-m" not in rest and "--multirun" not in rest:
+                rest = ["--multirun", *rest]
+            warn_unused_sweep_keys(rest)
+            _hydra_app(rest)
+        elif command == "report":
+            _report(rest)
+        elif command == "evaluate":
+            if not any(a.startswith("hydra.run.dir=") for a in rest):
+                rest = [*rest, "hydra.run.dir=outputs/evaluate/${now:%Y-%m-%d}/${now:%H-%M-%S}"]
+            _hydra_app(rest, _evaluate_task)
+        elif command == "predict":
+            _predict(rest)
+        else:
+            print(f"regner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+            sys.exit(2)
+    except UserError as err:
+        report_error(command, err)
+    except KeyboardInterrupt:
+        print(f"regner {command}: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from regner.errors import UserError
+
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError):
     """The encoder cannot be loaded (not a model directory, hub unreachable, ...)."""
 
 

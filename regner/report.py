@@ -144,7 +144,7 @@ def _record(run_dir: Path) -> RunRecord | None:
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
     run = (metrics or {}).get("run") or status.get("run")
-    if not run or "regularizer" not in run:
+    if not run or "regularizer" not in run or (metrics or {}).get("kind") == "evaluation":
         return None  # failed before its config was read, or not a training run (e.g. regner evaluate)
     state = status.get("status", "unknown")
     if state == "failed" and status.get("diverged"):
@@ -158,7 +158,7 @@ def _record(run_dir: Path) -> RunRecord | None:
         config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=False))
     else:
         config = _minimal_config(run)
-    record = RunRecord(run_dir, run.get("dataset", "?"), run.get("encoder", "?"), run["regularizer"], run.get("kl"),
+    record = RunRecord(run_dir, dataset_label(run.get("dataset", "?"), config), run.get("encoder", "?"), run["regularizer"], run.get("kl"),
                        run.get("regularizer_config", {}), run.get("seed"), state, status.get("reason", ""),
                        run.get("alpha"), config)
     if metrics:
@@ -171,7 +171,18 @@ def _record(run_dir: Path) -> RunRecord | None:
     return record
 
 
-def collect_runs(directories: list[str | Path]) -> list[RunRecord]:
+def dataset_label(name: str, config: dict[str, Any]) -> str:
+    """A dataset is its name *and* its files: ``jsonl`` or ``conll`` names every user file alike."""
+    files = [Path(str(config[f"data.{k}"])).name for k in ("train", "dev", "test")
+             if isinstance(config.get(f"data.{k}"), str) and config.get(f"data.{k}")]
+    if config.get("data.path"):
+        files = [str(config["data.path"])]
+    return f"{name} ({', '.join(files)})" if files else name
+
+
+def collect_runs(directories: list[str | Path], skipped: list[Path] | None = None) -> list[RunRecord]:
+    """Every training run under ``directories``; other directories with a status.json (``regner
+    evaluate`` outputs, runs that failed before reading their config) go to ``skipped``."""
     records = []
     for directory in directories:
         directory = Path(directory)
@@ -181,6 +192,8 @@ def collect_runs(directories: list[str | Path]) -> list[RunRecord]:
             record = _record(status_file.parent)
             if record is not None:
                 records.append(record)
+            elif skipped is not None:
+                skipped.append(status_file.parent)
     _attach_cost_ratios(records)
     return records
 
@@ -377,8 +390,9 @@ def markdown_report(rows: list[dict[str, Any]], records: list[RunRecord], title:
                 for r in group_rows if r["verdict"] in ("better", "worse")]
         unstable = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({r['verdict']})" for r in group_rows
                     if r["verdict"].startswith("unstable")]
-        parts.append(f"Within noise of `none`: {', '.join(noise) if noise else 'none of them'}.  ")
-        parts.append(f"Beyond noise: {', '.join(real) if real else 'none'}." + ("  " if unstable else ""))
+        if noise:
+            parts.append(f"Within noise of `none`: {', '.join(noise)}.  ")
+        parts.append(f"Beyond noise: {', '.join(real) if real else 'no row'}." + ("  " if unstable else ""))
         if unstable:
             parts.append(f"Unstable: {', '.join(unstable)}.")
         parts.append("")
@@ -398,7 +412,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["dataset"])
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+        writer.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) or v == "—" else v) for k, v in r.items()})
     return buffer.getvalue()
 
 
@@ -412,8 +426,9 @@ def _numeric_strength(strength: str) -> float | None:
         return None
 
 
-def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """F1 by regularizer (error bars), F1 vs strength, and cost vs gain, one panel per dataset."""
+def plot(rows: list[dict[str, Any]], out_dir: Path, notes: list[str] | None = None) -> list[Path]:
+    """F1 by regularizer (error bars), F1 vs strength, and cost vs gain, one panel per setting. A
+    plot that would be empty is not drawn; ``notes`` says which and why."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -452,10 +467,12 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     def strength(ax, subset):
         series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+        baseline_drawn = False
         for r in subset:
             x = _numeric_strength(r["strength"])
             if r["regularizer"] == "none" and not math.isnan(r["dev_f1_mean"]):
-                ax.axhline(r["dev_f1_mean"], color="0.4", linestyle="--", label="none")
+                ax.axhline(r["dev_f1_mean"], color="0.4", linestyle="--", label=None if baseline_drawn else "none")
+                baseline_drawn = True
             elif x is not None and not math.isnan(r["dev_f1_mean"]):
                 std = 0 if math.isnan(r["dev_f1_std"]) else r["dev_f1_std"]
                 series[f"{r['regularizer']}/{r['kl']} ({r['strength'].split('=')[0]})"].append((x, r["dev_f1_mean"], std))
@@ -480,9 +497,26 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xlabel("time per step relative to none")
         ax.set_ylabel("Δ F1 vs none (test where available)")
 
+    notes = notes if notes is not None else []
     panels("f1_by_regularizer.png", bars, width=max(6.0, 0.5 * max(len(rows) // max(len(keys), 1), 1)))
-    panels("f1_vs_strength.png", strength)
-    panels("cost_vs_gain.png", cost_gain)
+    strengths: dict[tuple, set] = defaultdict(set)
+    for r in rows:
+        x = _numeric_strength(r["strength"])
+        if r["regularizer"] != "none" and x is not None and not math.isnan(r["dev_f1_mean"]):
+            strengths[(r["setting"], r["regularizer"], r["kl"], r["strength"].split("=")[0])].add(x)
+    if any(len(xs) > 1 for xs in strengths.values()):
+        panels("f1_vs_strength.png", strength)
+    else:
+        notes.append("f1_vs_strength.png not drawn: no regularizer was run at two or more strengths of one knob")
+    if any(r["regularizer"] != "none" and not math.isnan(r["cost_ratio"]) and not math.isnan(r["delta_vs_none"])
+           for r in rows):
+        panels("cost_vs_gain.png", cost_gain)
+    else:
+        notes.append("cost_vs_gain.png not drawn: no regularizer row has both a cost ratio and a Δ vs none "
+                     "(they need `none` runs of the same sweep and setting)")
+    for stale in ("f1_vs_strength.png", "cost_vs_gain.png"):
+        if out_dir / stale not in written:
+            (out_dir / stale).unlink(missing_ok=True)  # an earlier report's plot would no longer match
     return written
 
 
@@ -491,13 +525,20 @@ def build_report(directories: list[str | Path], out_dir: str | Path | None = Non
     """Collect, aggregate and write ``report.md``, ``report.csv`` and the PNGs into ``out_dir``."""
     from regner.runio import atomic_write_text
 
-    records = collect_runs(directories)
+    skipped: list[Path] = []
+    records = collect_runs(directories, skipped)
     rows = summarize(group_runs(records))
     text = markdown_report(rows, records, title, preamble)
+    if skipped:
+        text += (f"\nSkipped {len(skipped)} director{'y' if len(skipped) == 1 else 'ies'} with a status.json that "
+                 "are not training runs (regner evaluate outputs, or runs that failed before reading their config).\n")
     out = Path(out_dir if out_dir is not None else directories[0])
     out.mkdir(parents=True, exist_ok=True)
+    if plots and rows:
+        notes: list[str] = []
+        written = plot(rows, out, notes)
+        text += "\n## Plots\n\n" + "".join(f"- ![{p.stem}]({p.name})\n" for p in written) + \
+            "".join(f"- {note}\n" for note in notes)
     atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "report.csv", csv_text(rows))
-    if plots and rows:
-        plot(rows, out)
     return text, rows

@@ -28,12 +28,15 @@ from regner.batching import LengthBucketSampler, collate
 from regner.data.loading import load_splits
 from regner.distributed import Distributed, env_rank
 from regner.encoder import build_encoder
+from regner.errors import UserError
 from regner.evaluation import encode_split, evaluate, to_device
 from regner.head import span_mask
+from regner.interrupt import Interrupted, StopFlag
 from regner.model import SpanModel
 from regner.regularizers.base import Regularizer, TrainingStep
 from regner.regularizers.gp import GradientPenalty
 from regner.regularizers.kl import get_kl
+from regner.rundir import LAST_STATE
 from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stops instead of training on garbage."""
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError):
     """The requested device is not available."""
 
 
@@ -183,15 +186,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-LAST_STATE = "last/trainer_state.pt"
 RANK_RNG = "last/rng_rank{rank}.pt"  # ranks > 0 keep their own random state for an exact resume
 RANK_SEED_STRIDE = 1_000_003
 
 
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None, resume: bool = False,
-                 run_info: dict[str, Any] | None = None):
+                 run_info: dict[str, Any] | None = None, stop: StopFlag | None = None):
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.stop = stop if stop is not None else StopFlag()
         self.run_info = run_info if run_info is not None else run_metadata(cfg)
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.tcfg = cfg.trainer
@@ -199,6 +202,8 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, tcfg = self.cfg, self.tcfg
+        if tcfg.get("num_threads"):
+            torch.set_num_threads(tcfg.num_threads)
         seed_everything(cfg.seed)
         self.device = resolve_device(tcfg.device)
         self.dist = Distributed.from_env(self.device.type)
@@ -375,8 +380,9 @@ class Trainer:
                     for k, v in terms.items():
                         pending[k] = pending[k] + v if k in pending else v
                     due = state.batches_done == self.steps_per_epoch or state.global_step % check_every == 0
-                    saving = (save_every and state.global_step % save_every == 0
-                              and state.batches_done < self.steps_per_epoch)
+                    stopping = self.stop_requested(due) and state.batches_done < self.steps_per_epoch
+                    saving = stopping or (save_every and state.global_step % save_every == 0
+                                          and state.batches_done < self.steps_per_epoch)
                     logging_now = tcfg.log_every and state.global_step % tcfg.log_every == 0
                     if due or saving or logging_now:
                         for k, v in self.check_finite(pending, first_pending).items():
@@ -393,10 +399,14 @@ class Trainer:
                         state.train_time += time.perf_counter() - epoch_start
                         epoch_start = time.perf_counter()
                         self.save_last()
+                    if stopping:
+                        raise Interrupted(self.stop.signum, state.global_step)
                 if progress:
                     progress.remove_task(task)
                 state.train_time += time.perf_counter() - epoch_start
                 self.end_of_epoch(history, start)
+                if self.stop_requested(True):  # the state of the finished epoch is saved
+                    raise Interrupted(self.stop.signum, state.global_step)
         self.in_sync = self.dist.in_sync(self.model)
         if not self.in_sync:
             log.error("data-parallel ranks ended with different weights")
@@ -405,6 +415,13 @@ class Trainer:
         metrics = self.final_metrics(state.best_epoch, state.epochs_done, state.train_time, time.perf_counter() - start)
         self.dist.close()
         return metrics
+
+    def stop_requested(self, sync_point: bool) -> bool:
+        """Whether a SIGTERM/SIGINT asks to stop here. Data-parallel ranks follow rank 0's flag, read
+        only at sync points (every ``check_every`` steps), so they all stop at the same step."""
+        if not self.dist.enabled:
+            return bool(self.stop)
+        return sync_point and self.dist.broadcast_flag(bool(self.stop))
 
     def end_of_epoch(self, history: History, start: float) -> None:
         """Evaluate, log, keep the best checkpoint, decide early stopping and save resumable state
@@ -431,7 +448,9 @@ class Trainer:
         stop = bool(tcfg.patience) and state.stale >= tcfg.patience
         state.stopped = self.dist.broadcast_flag(stop)  # rank 0 decides: ranks can never disagree and hang
         if state.stopped:
-            log.info("early stopping: no dev F1 improvement for %d epochs", state.stale)
+            log.info("early stopping: no dev F1 improvement for %d epochs (trainer.patience=%d; set "
+                     "trainer.patience=0 to train all trainer.max_epochs=%d epochs)", state.stale, tcfg.patience,
+                     tcfg.max_epochs)
         state.epoch, state.batches_done, state.sums = state.epoch + 1, 0, {}
         self.save_last()
 
@@ -449,6 +468,9 @@ class Trainer:
             "status": "completed",
             "run": self.run_info,
             "best_epoch": best_epoch, "epochs": epochs,
+            "early_stopping": {"stopped": self.state.stopped, "patience": self.tcfg.patience,
+                               "max_epochs": self.tcfg.max_epochs},
+            "headline": HEADLINE,
             "dev": dev, "test": test,
             "train": {"steps": steps, "train_time_s": train_time, "wall_time_s": wall_time,
                       "steps_per_s": steps / train_time if train_time else 0.0,
@@ -461,6 +483,10 @@ class Trainer:
             "encoding": {name: asdict(s.stats) for name, s in
                          (("train", self.train_split), ("dev", self.dev_split), ("test", self.test_split)) if s},
         }
+
+
+HEADLINE = ("dev.f1 / test.f1: micro F1 over exact (start, end, type) spans, nested and overlapping predictions "
+            "scored as they are (the dev split picks the best epoch); *.seqeval is a secondary BIO view, see its note")
 
 
 def warn_no_predictions(epoch: int, train: dict[str, float], regularizer: Regularizer, cfg: DictConfig,
@@ -492,9 +518,10 @@ def format_per_type(scores: dict[str, Any]) -> str:
 
 
 def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | None = None,
-                 resume: bool = False) -> dict[str, Any]:
-    """Train, then write ``metrics.json``; ``status.json`` says ``failed`` (and why) if anything breaks.
-    Only the main process writes when training data-parallel."""
+                 resume: bool = False, stop: StopFlag | None = None) -> dict[str, Any]:
+    """Train, then write ``metrics.json``; ``status.json`` says ``failed`` (and why) if anything breaks,
+    or ``interrupted`` (with the command that resumes it) after a SIGTERM/SIGINT. Only the main
+    process writes when training data-parallel."""
     run_dir = Path(run_dir)
     main = env_rank() == 0
     status = partial(write_status, run_dir) if main else (lambda *a, **k: None)
@@ -504,12 +531,34 @@ def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | No
     try:
         run = run_metadata(cfg)
         status("running", run=run)
-        metrics = Trainer(cfg, run_dir, base_dir, resume=resume, run_info=run).fit()
+        metrics = Trainer(cfg, run_dir, base_dir, resume=resume, run_info=run, stop=stop).fit()
+    except Interrupted as err:
+        status("interrupted", str(err), run=run, resume_command=resume_command(run_dir), step=err.step)
+        raise
     except BaseException as err:
         status("failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
                diverged=isinstance(err, TrainingDiverged))
         raise
     if main:
         atomic_write_json(run_dir / METRICS_FILE, metrics)
+        log_summary(metrics, run_dir)
     status("completed", run=run, dev_f1=metrics["dev"]["f1"])
     return metrics
+
+
+def resume_command(run_dir: Path) -> str:
+    import shlex
+
+    return f"regner train resume={shlex.quote(str(Path(run_dir).resolve()))}"
+
+
+def log_summary(metrics: dict[str, Any], run_dir: Path) -> None:
+    """The end-of-run lines: where the results are, how long it took, and why it stopped."""
+    train, stopping = metrics["train"], metrics["early_stopping"]
+    ended = (f"early stopping ended it after epoch {metrics['epochs']} of {stopping['max_epochs']} (no dev F1 gain for "
+             f"{stopping['patience']} epochs; trainer.patience=0 trains every epoch)" if stopping["stopped"]
+             else f"trained all {metrics['epochs']} epochs")
+    scores = f"dev F1 {metrics['dev']['f1']:.4f}" + (f", test F1 {metrics['test']['f1']:.4f}" if metrics["test"] else "")
+    log.info("done: %s (best epoch %d); %s; %.1f s in all (%.1f s training, %.0f tokens/s)", scores,
+             metrics["best_epoch"], ended, train["wall_time_s"], train["train_time_s"], train["tokens_per_s"])
+    log.info("metrics (with the per-type tables): %s", (run_dir / METRICS_FILE).resolve())

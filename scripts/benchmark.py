@@ -40,7 +40,7 @@ def sweep_commands(profile: dict, experiment: str, out_dir: Path, extra: list[st
             f"seed={profile['seeds']}", *extra,
             f"hydra.sweep.dir={out_dir / experiment}",
             "hydra.sweep.subdir=${hydra.job.override_dirname}",
-            "hydra.job.config.override_dirname.exclude_keys=[experiment]",
+            "hydra.job.config.override_dirname.exclude_keys=[experiment,trainer.num_threads]",
         ])
     return commands
 
@@ -51,6 +51,7 @@ def run_experiment(commands: list[list[str]], threads: int, log_path: Path) -> i
     failures = 0
     with log_path.open("a", encoding="utf-8") as log:
         for command in commands:
+            command = [*command, f"trainer.num_threads={threads}"]
             log.write("$ " + shlex.join(command[2:]) + "\n")
             log.flush()
             result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

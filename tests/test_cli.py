@@ -130,8 +130,9 @@ def test_predict_plain_lines_from_stdin(trained_run, tmp_path):
 
 
 def test_predict_errors_name_the_problem(trained_run, tmp_path):
-    bad = regner("predict", f"ckpt={trained_run}", cwd=tmp_path, stdin='好\n{"text": \n')
+    bad = regner("predict", f"ckpt={trained_run}", "on_error=fail", cwd=tmp_path, stdin='好\n{"text": \n')
     assert bad.returncode == 2 and "<stdin>:2: malformed JSON" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stdout == ""  # on_error=fail: nothing half-written
     missing = regner("predict", "ckpt=nowhere", cwd=tmp_path, stdin="")
     assert missing.returncode == 2 and "nowhere: no such run or checkpoint directory" in missing.stderr
 

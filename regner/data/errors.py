@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from regner.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """Bad input data. The message names the file, the line (when known) and the problem."""
 
     def __init__(self, problem: str, path: str | None = None, line: int | None = None):

@@ -38,16 +38,20 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def _read_file(cfg: Any, path: str) -> list[Example]:
-    fmt = cfg["format"]
+    fmt, encoding = cfg["format"], _get(cfg, "encoding", "utf-8")
     if fmt == "cluener":
-        return readers.read_cluener(path, end_inclusive=_get(cfg, "end_inclusive", True))
+        return readers.read_cluener(path, end_inclusive=_get(cfg, "end_inclusive", True), encoding=encoding)
     if fmt == "jsonl":
-        return readers.read_jsonl(path, end_inclusive=_get(cfg, "end_inclusive", False))
+        return readers.read_jsonl(path, end_inclusive=_get(cfg, "end_inclusive", False), encoding=encoding)
+    columns = _get(cfg, "columns", {})
     return readers.read_conll(
         path,
         scheme=_get(cfg, "scheme", "bio"),
         on_invalid=_get(cfg, "on_invalid", "repair"),
         strip_position_digits=_get(cfg, "strip_position_digits", False),
+        token_column=_get(columns, "token", 0),
+        tag_column=_get(columns, "tag", -1),
+        encoding=encoding,
     )
 
 
@@ -152,10 +156,22 @@ def load_splits(cfg: Any, base_dir: str | Path | None = None) -> DataSplits:
     dev = _limit(dev, _get(cfg, "max_eval_samples"), "dev", _get(cfg, "split_seed", 0))
     if test is not None:
         test = _limit(test, _get(cfg, "max_eval_samples"), "test", _get(cfg, "split_seed", 0))
-    labels = list(_get(cfg, "labels", [])) or sorted({e.type for ex in train for e in ex.entities})
+    trained = {e.type for ex in train for e in ex.entities}
+    labels = list(_get(cfg, "labels", [])) or sorted(trained)
+    if len(set(labels)) != len(labels):
+        raise DataError(f"data.labels lists a type twice: {labels}")
+    undeclared = sorted(trained - set(labels))
+    if undeclared:
+        raise DataError(f"the training split has entity types {undeclared} that data.labels {labels} does not list; "
+                        "add them to data.labels (or set data.labels=null to take every type seen in train)")
+    untrained = [label for label in labels if label not in trained]
+    if untrained:
+        log.warning("%s: data.labels declares %s but the training split has no example of %s; the model will "
+                    "never learn to predict %s", name, untrained, "it" if len(untrained) == 1 else "them",
+                    "it" if len(untrained) == 1 else "them")
     unknown = sorted({e.type for ex in dev + (test or []) for e in ex.entities} - set(labels))
     if unknown:
-        log.warning("%s: entity types %s occur in dev/test but not in train; they can never be predicted",
+        log.warning("%s: entity types %s occur in dev/test but not in the training labels; they can never be predicted",
                     name, unknown)
     if not labels:
         raise DataError(f"the training split of {name!r} has no entities")

@@ -6,6 +6,8 @@ silently misaligned span poisons every number computed afterwards.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import logging
 import re
@@ -21,15 +23,27 @@ log = logging.getLogger(__name__)
 _POSITION_DIGITS = re.compile(r"^(.+?)(\d+)$")
 
 
-def _open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+def _open_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file; a byte that is not ``encoding`` is a DataError naming the
+    line and byte offset. A UTF-8 byte-order mark is skipped whatever the encoding says."""
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", str(path))
     if path.is_dir():
         raise DataError("expected a file but found a directory", str(path))
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            yield number, line.rstrip("\r\n")
+    raw = path.read_bytes()
+    codec = codecs.lookup(encoding).name
+    try:
+        text = raw.decode("utf-8-sig" if codec == "utf-8" else encoding)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"byte {raw[err.start:err.start + 1].hex(' ')} at byte offset {err.start} (column {column} in bytes) is "
+            f"not valid {encoding} ({err.reason}). If the file uses another encoding, set data.encoding, e.g. "
+            f"data.encoding=gb18030 for GBK/GB2312 files", str(path), line) from None
+    for number, line in enumerate(io.StringIO(text, newline=None), start=1):
+        yield number, line.rstrip("\r\n")
 
 
 def _json_object(path: Path, number: int, line: str) -> dict:
@@ -66,12 +80,12 @@ def _checked_entity(
     return Entity(start, end, str(type_))
 
 
-def _read_json_lines(path: str | Path, entities_of) -> list[Example]:
+def _read_json_lines(path: str | Path, entities_of, encoding: str = "utf-8") -> list[Example]:
     """One example per non-blank JSON line; ``entities_of(record, text, path, line)`` yields the
     line's entities (already checked against the text)."""
     path = Path(path)
     examples = []
-    for number, line in _open_lines(path):
+    for number, line in _open_lines(path, encoding):
         if not line.strip():
             continue
         record = _json_object(path, number, line)
@@ -81,7 +95,7 @@ def _read_json_lines(path: str | Path, entities_of) -> list[Example]:
     return examples
 
 
-def read_cluener(path: str | Path, end_inclusive: bool = True) -> list[Example]:
+def read_cluener(path: str | Path, end_inclusive: bool = True, encoding: str = "utf-8") -> list[Example]:
     """CLUENER JSON lines: ``{"text", "label": {type: {mention: [[start, end], ...]}}}``."""
 
     def entities_of(record: dict, text: str, path: Path, number: int):
@@ -99,10 +113,10 @@ def read_cluener(path: str | Path, end_inclusive: bool = True) -> list[Example]:
                     end = end + 1 if end_inclusive and isinstance(end, int) else end
                     yield _checked_entity(text, start, end, type_, mention, path, number)
 
-    return _read_json_lines(path, entities_of)
+    return _read_json_lines(path, entities_of, encoding)
 
 
-def read_jsonl(path: str | Path, end_inclusive: bool = False) -> list[Example]:
+def read_jsonl(path: str | Path, end_inclusive: bool = False, encoding: str = "utf-8") -> list[Example]:
     """The canonical format: ``{"text", "entities": [{"start", "end", "type"[, "text"]}]}``."""
 
     def entities_of(record: dict, text: str, path: Path, number: int):
@@ -115,7 +129,7 @@ def read_jsonl(path: str | Path, end_inclusive: bool = False) -> list[Example]:
             end = item["end"] + 1 if end_inclusive and isinstance(item["end"], int) else item["end"]
             yield _checked_entity(text, item["start"], end, item["type"], item.get("text"), path, number)
 
-    return _read_json_lines(path, entities_of)
+    return _read_json_lines(path, entities_of, encoding)
 
 
 def token_text(token: str, strip_position_digits: bool) -> str:
@@ -135,8 +149,11 @@ def read_conll(
     strip_position_digits: bool = False,
     token_column: int = 0,
     tag_column: int = -1,
+    encoding: str = "utf-8",
 ) -> list[Example]:
-    """One ``token<whitespace>tag`` per line, a blank line between sentences.
+    """One ``token<whitespace>tag`` per line, a blank line between sentences. Lines with more
+    columns (``token POS chunk tag``) take the token from ``token_column`` and the tag from
+    ``tag_column`` (CoNLL's convention: first and last); that choice is logged once per file.
 
     Tokens are concatenated without separators (Chinese text); a token longer than one character
     simply covers several characters, so spans stay exact in character offsets.
@@ -168,13 +185,23 @@ def read_conll(
         tokens.clear()
         tags.clear()
 
-    for number, line in _open_lines(path):
+    needed = max(token_column if token_column >= 0 else -token_column - 1,
+                 tag_column if tag_column >= 0 else -tag_column - 1) + 1
+    wide = 0
+    for number, line in _open_lines(path, encoding):
         if not line.strip():
             flush()
             continue
         fields = line.split()
-        if len(fields) < 2:
-            raise DataError(f"expected 'token tag' separated by whitespace, got {line!r}", str(path), number)
+        if len(fields) < max(2, needed):
+            raise DataError(f"expected 'token tag' separated by whitespace (at least {max(2, needed)} columns for "
+                            f"data.columns.token={token_column}, data.columns.tag={tag_column}), got {line!r}",
+                            str(path), number)
+        if len(fields) > 2 and not wide:
+            wide = len(fields)
+            log.warning("%s:%d: %d columns per line; reading the token from column %d and the tag from column %d "
+                        "(set data.columns.token / data.columns.tag to choose others)", path, number, wide,
+                        token_column, tag_column)
         if not tokens:
             first_line = number
         tokens.append(token_text(fields[token_column], strip_position_digits))

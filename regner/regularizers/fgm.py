@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from regner.errors import ConfigError
 from regner.regularizers.base import Regularizer, TrainingStep, per_sample_norm, per_sample_normalize
 
 
@@ -23,7 +24,7 @@ class FGM(Regularizer):
                  relative: bool = True, name: str | None = None):
         super().__init__(name)
         if target not in ("weights", "embeds"):
-            raise ValueError(f"fgm.target must be 'weights' or 'embeds', got {target!r}")
+            raise ConfigError("regularizer.target", target, "weights or embeds")
         self.epsilon, self.weight, self.target, self.relative = float(epsilon), float(weight), target, relative
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import contextlib
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from regner.errors import ConfigError
 from regner.numerics import at_least_fp32
 from regner.regularizers.base import Regularizer, TrainingStep
 
@@ -33,7 +34,7 @@ class GradientPenalty(Regularizer):
     def __init__(self, epsilon: float = 0.01, mode: str = "exact", name: str | None = None):
         super().__init__(name)
         if mode not in ("exact", "approx"):
-            raise ValueError(f"gp.mode must be 'exact' or 'approx', got {mode!r}")
+            raise ConfigError("regularizer.mode", mode, "exact or approx")
         self.epsilon, self.mode = float(epsilon), mode
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:

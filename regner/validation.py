@@ -1,0 +1,226 @@
+"""One place where a resolved config is checked before any data is read.
+
+Each rule names a dotted key, what it accepts, and why; :func:`validate_config` applies every rule
+that concerns a key present in the config and raises :class:`~regner.errors.ConfigError` for the
+first violation, so ``trainer.batch_size=0`` or ``alpha=-1`` stops at once with the key, the bad
+value and the allowed range, instead of a traceback deep inside training (or worse, a run that
+quietly maximises its KL).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from regner.errors import ConfigError
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    expected: str
+    ok: Callable[[Any], bool]
+    optional: bool = False  # null allowed (means "off" / "derive it")
+
+    def check(self, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        try:
+            good = self.ok(value)
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(self.key, value, self.expected + (" or null" if self.optional else ""))
+
+
+def integer(key: str, low: int, high: int | None = None, optional: bool = False) -> Rule:
+    span = f"an integer ≥ {low}" if high is None else f"an integer in [{low}, {high}]"
+    return Rule(key, span, lambda v: _is_int(v) and v >= low and (high is None or v <= high), optional)
+
+
+def number(key: str, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False,
+           optional: bool = False) -> Rule:
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    span = (f"a number > {low:g}" if high is None and low_open else f"a number ≥ {low:g}" if high is None
+            else f"a number in {left}{low:g}, {high:g}{right}")
+
+    def ok(v: Any) -> bool:
+        if not _is_number(v) or v != v:
+            return False
+        above = v > low if low_open else v >= low
+        below = high is None or (v < high if high_open else v <= high)
+        return above and below
+
+    return Rule(key, span, ok, optional)
+
+
+def choice(key: str, *options: Any) -> Rule:
+    return Rule(key, "one of " + ", ".join(str(o) for o in options), lambda v: v in options)
+
+
+def boolean(key: str) -> Rule:
+    return Rule(key, "true or false", lambda v: isinstance(v, bool))
+
+
+def _codec(name: Any) -> bool:
+    codecs.lookup(name)
+    return True
+
+
+RULES: list[Rule] = [
+    integer("seed", 0),
+    number("alpha", 0.0),
+    # trainer
+    integer("trainer.max_epochs", 1),
+    integer("trainer.batch_size", 1),
+    integer("trainer.eval_batch_size", 1),
+    number("trainer.lr", 0.0, low_open=True),
+    number("trainer.head_lr", 0.0, low_open=True, optional=True),
+    number("trainer.weight_decay", 0.0),
+    number("trainer.adam_beta1", 0.0, 1.0, high_open=True),
+    number("trainer.adam_beta2", 0.0, 1.0, high_open=True),
+    number("trainer.adam_epsilon", 0.0, low_open=True),
+    number("trainer.warmup_ratio", 0.0, 1.0, high_open=True),
+    number("trainer.max_grad_norm", 0.0),
+    integer("trainer.patience", 0),
+    choice("trainer.precision", "fp32", "bf16", "fp16"),
+    Rule("trainer.device", "auto, cpu, mps, cuda or cuda:N", lambda v: isinstance(v, str) and bool(DEVICE.match(v))),
+    integer("trainer.num_workers", 0),
+    integer("trainer.num_threads", 1, optional=True),
+    integer("trainer.bucket_batches", 1),
+    integer("trainer.log_every", 0),
+    integer("trainer.check_every", 1),
+    integer("trainer.save_every_steps", 0),
+    boolean("trainer.progress"),
+    boolean("trainer.compile"),
+    # data
+    integer("data.max_length", 8),
+    integer("data.window_overlap", 0),
+    integer("data.max_train_samples", 1, optional=True),
+    integer("data.max_eval_samples", 1, optional=True),
+    number("data.dev_fraction", 0.0, 1.0, low_open=True, high_open=True),
+    Rule("data.encoding", "a Python codec name such as utf-8, utf-8-sig, gb18030, big5", _codec),
+    Rule("data.labels", "a list of entity type names", lambda v: isinstance(v, list) and all(isinstance(x, str) and x
+                                                                                            for x in v), optional=True),
+    integer("data.columns.token", -99, optional=True),
+    integer("data.columns.tag", -99, optional=True),
+    # encoder (the tiny random BERT's sizes; a pretrained encoder brings its own)
+    integer("encoder.hidden_size", 1),
+    integer("encoder.num_layers", 1),
+    integer("encoder.num_heads", 1),
+    integer("encoder.intermediate_size", 1),
+    integer("encoder.max_position_embeddings", 8),
+    number("encoder.dropout", 0.0, 1.0, high_open=True, optional=True),
+    number("encoder.lr", 0.0, low_open=True),
+    # head
+    integer("head.head_size", 2),
+    number("head.threshold", float("-inf")),
+    boolean("head.rope"),
+    choice("head.type", "globalpointer", "efficient"),
+    # kl
+    choice("kl.name", "globalpointer", "softmax", "mse"),
+    choice("kl.reduction", "mean", "sum"),
+    # regularizer knobs, where the chosen regularizer has them
+    number("regularizer.alpha", 0.0),
+    number("regularizer.weight", 0.0),
+    number("regularizer.epsilon", 0.0),
+    number("regularizer.sigma", 0.0),
+    number("regularizer.xi", 0.0, low_open=True),
+    integer("regularizer.power_iterations", 1),
+    boolean("regularizer.relative"),
+    boolean("regularizer.consistency"),
+]
+
+
+def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
+    """(present, value) of a dotted key, resolving interpolations; a failing interpolation is an error."""
+    node: Any = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return False, None
+        node = node[part]
+    if not isinstance(node, DictConfig) or parts[-1] not in node:
+        return False, None
+    try:
+        return True, node[parts[-1]]
+    except OmegaConfBaseException as err:
+        raise ConfigError(key, OmegaConf.to_container(node, resolve=False).get(parts[-1]),
+                          f"a value that resolves ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every rule, then the relations between keys; raise ConfigError on the first problem."""
+    for rule in RULES:
+        present, value = _lookup(cfg, rule.key)
+        if present:
+            rule.check(value)
+    _check_relations(cfg)
+    _check_regularizer(cfg)
+
+
+def _check_relations(cfg: DictConfig) -> None:
+    data, encoder = cfg.get("data"), cfg.get("encoder")
+    if data is None or encoder is None:
+        return
+    max_length, overlap = data.get("max_length"), data.get("window_overlap")
+    if max_length is not None and overlap is not None and overlap > max_length - 3:
+        raise ConfigError("data.window_overlap", overlap,
+                          f"an integer ≤ data.max_length − 3 = {max_length - 3} (a window holds [CLS], [SEP] and at "
+                          "least one new token)")
+    positions, source = _position_limit(encoder)
+    if max_length is not None and positions is not None and max_length > positions:
+        raise ConfigError("data.max_length", max_length,
+                          f"an integer ≤ {positions}, the encoder's position embeddings ({source})",
+                          "Longer texts are split into overlapping windows anyway; lower data.max_length")
+    if not encoder.get("pretrained"):
+        hidden, heads = encoder.get("hidden_size"), encoder.get("num_heads")
+        if hidden and heads and hidden % heads:
+            raise ConfigError("encoder.num_heads", heads, f"a divisor of encoder.hidden_size={hidden}")
+
+
+def _position_limit(encoder: DictConfig) -> tuple[int | None, str]:
+    """The encoder's max_position_embeddings where it is known without loading weights."""
+    pretrained = encoder.get("pretrained")
+    if not pretrained:
+        return encoder.get("max_position_embeddings"), "encoder.max_position_embeddings"
+    config = Path(str(pretrained)).expanduser() / "config.json"
+    if config.is_file():
+        try:
+            return int(json.loads(config.read_text(encoding="utf-8"))["max_position_embeddings"]), str(config)
+        except (ValueError, KeyError, TypeError):
+            return None, ""
+    return None, ""  # a hub id: checked once its config is loaded (regner.encoder.load_pretrained)
+
+
+def _check_regularizer(cfg: DictConfig) -> None:
+    """The regularizer's own constructor checks its enumerations (fgm.target, gp.mode, ...)."""
+    if cfg.get("regularizer") is None:
+        return
+    from regner.trainer import instantiate_regularizer
+
+    try:
+        instantiate_regularizer(cfg.regularizer)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Hydra wraps the constructor's ValueError
+        cause = err.__cause__ or err
+        raise ConfigError("regularizer", cfg.regularizer.get("name"), str(cause).splitlines()[0]) from None
