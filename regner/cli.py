@@ -382,8 +382,8 @@ def predict_options(argv: list[str]) -> dict:
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in options:
-            raise ConfigError(arg, arg, f"key=value with a key among {', '.join(PREDICT_OPTIONS)} "
-                                        "(regner predict --help)")
+            raise UserError(f"unknown argument {arg!r}: expected key=value with a key among "
+                            f"{', '.join(PREDICT_OPTIONS)} (regner predict --help)")
         options[key] = value
     if not options["ckpt"]:
         raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")

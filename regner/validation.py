@@ -45,7 +45,7 @@ class Rule:
             return
         try:
             good = self.ok(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, LookupError):
             good = False
         if not good:
             raise ConfigError(self.key, value, self.expected + (" or null" if self.optional else ""))
