@@ -3,11 +3,15 @@
 its JSONL (no Hydra logging, no run directory).
 
     regner train [overrides...]        one run (Hydra single-run mode)
-    regner sweep [overrides...]        Hydra multirun (-m is implied), e.g. regner sweep alpha=1,4
+    regner sweep [overrides...]        Hydra multirun (-m is implied), e.g. regner sweep regularizer=rdrop alpha=1,4
     regner report DIR [DIR...]         aggregate the runs under DIRs into report.md/.csv and plots
     regner evaluate ckpt=RUN [data=..] score a saved model; writes metrics.json like training does
-    regner predict ckpt=RUN [input=FILE] [output=FILE] [batch_size=64] [threshold=..] [device=cpu]
+    regner predict ckpt=RUN [input=FILE] [output=FILE] [batch_size=64] [threshold=..] [on_error=record]
                                        entities for raw texts (lines or JSONL "text"), as JSONL
+    regner --version                   versions of regner, torch and transformers
+
+`regner train --help` lists the config groups and main keys; `regner predict --help` its keys.
+Errors are one paragraph on stderr with exit code 2; logs go to stderr, results to stdout.
 """
 
 from __future__ import annotations

@@ -386,3 +386,103 @@ def test_sweep_job_that_already_completed_is_skipped(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("this sweep job already completed; skipped") == 2
     assert runs() == before
+
+
+# -- what a finished run says, and the report's small print ----------------------------------------------------------
+def test_end_of_run_summary_and_the_headline_are_stated(finished_run):
+    log_text = (finished_run / "regner.log").read_text()
+    assert "done: dev F1" in log_text and "tokens/s" in log_text and "trained all 2 epochs" in log_text
+    assert f"metrics (with the per-type tables): {(finished_run / 'metrics.json').resolve()}" in log_text
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["headline"].startswith("dev.f1 / test.f1: micro F1 over exact (start, end, type) spans")
+    assert metrics["early_stopping"] == {"stopped": False, "patience": 3, "max_epochs": 2}
+
+
+def test_early_stopping_is_named_in_the_summary(caplog):
+    from regner.trainer import log_summary
+
+    metrics = {"dev": {"f1": 0.5}, "test": None, "best_epoch": 2, "epochs": 5,
+               "early_stopping": {"stopped": True, "patience": 3, "max_epochs": 10},
+               "train": {"wall_time_s": 10.0, "train_time_s": 8.0, "tokens_per_s": 1000.0}}
+    with caplog.at_level("INFO"):
+        log_summary(metrics, Path("run"))
+    assert "early stopping ended it after epoch 5 of 10" in caplog.text and "trainer.patience=0" in caplog.text
+
+
+def test_seqeval_view_is_labelled_and_counts_what_flattening_dropped():
+    from regner.data.types import Entity, Example
+    from regner.metrics import seqeval_report
+
+    example = Example("张三李四", [Entity(0, 2, "PER"), Entity(2, 4, "PER")])
+    predicted = {Entity(0, 2, "PER"): 3.0, Entity(0, 3, "PER"): 1.0, Entity(2, 4, "PER"): 2.0}
+    report = seqeval_report([example], [predicted])
+    assert report["predicted_spans_dropped_by_flattening"] == 1 and "not the headline" in report["note"]
+    assert report["micro avg"]["f1-score"] == 1.0  # the overlapping (0, 3) was flattened away
+
+
+def test_tiny_encoder_shape_follows_the_hidden_size():
+    from hydra import compose, initialize_config_dir
+
+    from regner.cli import config_dir
+
+    def compose_config(*overrides):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    cfg = compose_config("encoder.hidden_size=256")
+    assert (cfg.encoder.num_heads, cfg.encoder.intermediate_size) == (4, 1024)
+    cfg = compose_config()
+    assert (cfg.encoder.num_heads, cfg.encoder.intermediate_size) == (2, 512)
+    cfg = compose_config("encoder.hidden_size=256", "encoder.num_heads=8")
+    assert cfg.encoder.num_heads == 8
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.window_overlap=126", "data.window_overlap"),
+    ("encoder.num_heads=3", "encoder.num_heads"),
+    ("kl.reduction=max", "kl.reduction"),
+    ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
+    ("trainer.device=gpu", "trainer.device"),
+    ("head.head_size=1", "head.head_size"),
+])
+def test_validation_names_the_key_in_process(override, key):
+    from regner.errors import ConfigError
+    from regner.validation import validate_config
+
+    from .test_training import compose_config
+
+    validate_config(compose_config())  # the defaults are valid
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose_config(override))
+    assert err.value.key == key and str(err.value).startswith(f"{key}=")
+
+
+def test_report_small_print(tmp_path):
+    from regner.report import build_report
+
+    from .test_report import fake_run
+
+    for seed in (1, 2):
+        fake_run(tmp_path, "s", seed, "none", 0.60 + seed / 100, seed, dataset="jsonl")
+        fake_run(tmp_path, "s", 10 + seed, "fgm", 0.62 + seed / 100, seed, dataset="jsonl")
+    text, rows = build_report([tmp_path], plots=True)
+    assert "Within noise of `none`: none of them" not in text
+    assert "f1_vs_strength.png not drawn: no regularizer was run at two or more strengths" in text
+    assert not (tmp_path / "f1_vs_strength.png").exists() and (tmp_path / "f1_by_regularizer.png").exists()
+    import csv
+
+    cells = [cell for row in csv.reader((tmp_path / "report.csv").open()) for cell in row]
+    assert "—" not in cells and "" in cells  # an empty cell is empty, not a dash
+
+
+def test_report_tells_user_files_apart(tmp_path):
+    from regner.report import collect_runs
+
+    from .test_report import fake_run
+
+    for i, name in enumerate(("a.jsonl", "b.jsonl")):
+        run_dir = fake_run(tmp_path, "s", i, "none", 0.6, 1, dataset="jsonl")
+        (run_dir / "config.yaml").write_text(json.dumps({"seed": 1, "data": {"name": "jsonl", "train": f"/d/{name}"},
+                                                         "regularizer": {"name": "none"}}))
+    datasets = sorted(r.dataset for r in collect_runs([tmp_path]))
+    assert datasets == ["jsonl (a.jsonl)", "jsonl (b.jsonl)"]
