@@ -156,10 +156,15 @@ def _train_task(cfg) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     resume_dir = Path(cfg.resume) if cfg.get("resume") else None
-    if env_rank() != 0:  # a data-parallel secondary rank: rank 0 owns the run directory
-        run_cfg = resumed_config(resume_dir, cfg, hydra_cfg) if resume_dir else cfg
-        with graceful_stop() as stop:
-            run_training(run_cfg, Path(hydra_cfg.runtime.output_dir), resume=resume_dir is not None, stop=stop)
+    if env_rank() != 0:  # a data-parallel secondary rank: rank 0 owns the run directory and reports errors
+        try:
+            run_cfg = resumed_config(resume_dir, cfg, hydra_cfg) if resume_dir else cfg
+            with graceful_stop() as stop:
+                run_training(run_cfg, Path(hydra_cfg.runtime.output_dir), resume=resume_dir is not None, stop=stop)
+        except Interrupted as err:
+            sys.exit(err.exit_code)
+        except (*user_errors(), TrainingDiverged):
+            sys.exit(2)
         return None
     try:
         claim_context = claimed_run(hydra_cfg, resume_dir)
@@ -221,18 +226,24 @@ def _resume_overrides(argv: list[str]) -> list[str]:
     """Check a resume before Hydra starts (a refused resume leaves its target untouched), then run it
     in the original run directory instead of a new one. A new run in a directory named with
     ``hydra.run.dir`` is checked the same way."""
+    from regner.distributed import env_rank
     from regner.rundir import check_resumable, holds_a_run, latest_unfinished_run, lock_holder
 
+    # Data-parallel ranks > 0 check nothing: rank 0 owns (and locks) the run directory, and they write
+    # into a scratch directory. They pick the run to continue as rank 0 does, ignoring its lock.
+    secondary = env_rank() != 0
     if "trainer.resume=true" in argv:
-        argv = [a for a in argv if a != "trainer.resume=true"] + [f"resume={latest_unfinished_run()}"]
+        run_dir = latest_unfinished_run(skip_locked=not secondary)
+        argv = [a for a in argv if a != "trainer.resume=true"] + [f"resume={run_dir}"]
     for arg in argv:
         if arg.startswith("resume=") and arg != "resume=null":
             run_dir = Path(arg.split("=", 1)[1]).expanduser().resolve()
-            check_resumable(run_dir)
+            if not secondary:
+                check_resumable(run_dir)
             check_resume_overrides([a for a in argv if a != arg])
             return [a for a in argv if a != arg and not a.startswith("hydra.run.dir=")] + [
                 f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
-    for arg in argv:
+    for arg in argv if not secondary else []:
         if arg.startswith("hydra.run.dir="):
             run_dir = Path(arg.split("=", 1)[1]).expanduser()
             if lock_holder(run_dir) is not None or holds_a_run(run_dir):

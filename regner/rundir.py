@@ -130,15 +130,16 @@ def check_resumable(run_dir: Path) -> None:
                           "start a new run instead")
 
 
-def latest_unfinished_run(root: Path = Path("outputs")) -> Path:
-    """Most recent run under ``root`` that saved resumable state, did not complete and is not locked."""
+def latest_unfinished_run(root: Path = Path("outputs"), skip_locked: bool = True) -> Path:
+    """Most recent run under ``root`` that saved resumable state, did not complete and (with
+    ``skip_locked``) is not being trained by another process."""
     candidates, busy = [], 0
     for status_file in Path(root).glob("**/" + STATUS_FILE):
         run_dir = status_file.parent
         state = run_dir / LAST_STATE
         if not state.exists() or run_status(run_dir) == "completed":
             continue
-        if lock_holder(run_dir) is not None:
+        if skip_locked and lock_holder(run_dir) is not None:
             busy += 1
             continue
         candidates.append((state.stat().st_mtime, str(run_dir)))

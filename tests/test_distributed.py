@@ -52,6 +52,15 @@ def test_two_gloo_ranks_agree_and_write_once(tmp_path):
     rank0 = torch.load(run_dir / "last" / "trainer_state.pt", weights_only=False)["rng"]["torch"]
     rank1 = torch.load(run_dir / "last" / "rng_rank1.pt", weights_only=False)["torch"]
     assert not torch.equal(rank0, rank1)
+    # resumed through the CLI on both ranks (rank 0 locks the directory; rank 1 must not trip on that lock)
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "status.json").write_text(json.dumps({"status": "interrupted"}))
+    resume = [*command[:command.index("train") + 1], f"resume={run_dir}", "trainer.max_epochs=3"]
+    resume[resume.index(next(a for a in resume if a.startswith("--master_port")))] = f"--master_port={free_port()}"
+    result = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert [json.loads(line)["epoch"] for line in (run_dir / "history.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert json.loads((run_dir / "metrics.json").read_text())["train"]["ranks_in_sync"] is True
 
 
 def _broadcast_worker(rank: int, port: int, results) -> None:
