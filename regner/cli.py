@@ -89,7 +89,11 @@ def check_resume_overrides(args: list[str]) -> list[str]:
 
 
 def _explicit(hydra_cfg, key: str) -> bool:
-    return any(_override_key(o) == key for o in hydra_cfg.overrides.hydra)
+    """Whether the user named the run directory (a clock-derived name may move on to ``-2`` instead)."""
+    from omegaconf import OmegaConf
+
+    given = OmegaConf.to_container(hydra_cfg.overrides.hydra, resolve=False)  # resolving would expand ${now:...}
+    return any(_override_key(o) == key and "${now:" not in o for o in given)
 
 
 def attach_run_log(run_dir: Path) -> logging.Handler:
@@ -108,7 +112,7 @@ def write_hydra_files(run_dir: Path, cfg, hydra_cfg) -> None:
 
     atomic_write_text(run_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
     atomic_write_text(run_dir / ".hydra" / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
-    atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(hydra_cfg.overrides.task)))
+    atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)))
 
 
 @contextlib.contextmanager
@@ -550,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
             _report(rest)
         elif command == "evaluate":
             if not any(a.startswith("hydra.run.dir=") for a in rest):
-                rest = [*rest, "hydra.run.dir=outputs/evaluate/${now:%Y-%m-%d}/${now:%H-%M-%S}"]
+                rest = ["hydra.run.dir=outputs/evaluate/${now:%Y-%m-%d}/${now:%H-%M-%S}", *rest]
             _hydra_app(rest, _evaluate_task)
         elif command == "predict":
             _predict(rest)

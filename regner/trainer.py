@@ -28,7 +28,7 @@ from regner.batching import LengthBucketSampler, collate
 from regner.data.loading import load_splits
 from regner.distributed import Distributed, env_rank
 from regner.encoder import build_encoder
-from regner.errors import UserError
+from regner.errors import ConfigError, UserError
 from regner.evaluation import encode_split, evaluate, to_device
 from regner.head import span_mask
 from regner.interrupt import Interrupted, StopFlag
@@ -216,6 +216,10 @@ class Trainer:
         self.splits = load_splits(cfg.data, self.base_dir)
         log.info("data %s", self.splits.summary())
         self.tokenizer, encoder = build_encoder(cfg.encoder, (ex.text for ex in self.splits.train))
+        positions = getattr(encoder.config, "max_position_embeddings", None)
+        if positions and cfg.data.max_length > positions:  # a hub encoder: its size is known only now
+            raise ConfigError("data.max_length", cfg.data.max_length,
+                              f"an integer ≤ {positions}, the position embeddings of {cfg.encoder.name}")
         self.label2id = {label: i for i, label in enumerate(self.splits.labels)}
         self.pad_id = self.tokenizer.pad_token_id or 0
         cache = tcfg.get("feature_cache")

@@ -486,3 +486,14 @@ def test_report_tells_user_files_apart(tmp_path):
                                                          "regularizer": {"name": "none"}}))
     datasets = sorted(r.dataset for r in collect_runs([tmp_path]))
     assert datasets == ["jsonl (a.jsonl)", "jsonl (b.jsonl)"]
+
+
+def test_a_clock_named_run_dir_override_is_not_a_user_named_one():
+    import hydra  # noqa: F401  (registers the ${now:...} resolver)
+    from omegaconf import OmegaConf
+
+    from regner.cli import _explicit
+
+    clock = OmegaConf.create({"overrides": {"hydra": ["hydra.run.dir=outputs/evaluate/${now:%H-%M-%S}"]}})
+    named = OmegaConf.create({"overrides": {"hydra": ["hydra.run.dir=my_run"]}})
+    assert not _explicit(clock, "hydra.run.dir") and _explicit(named, "hydra.run.dir")
