@@ -119,6 +119,7 @@ def process_max_rss_mb() -> float:
 def _progress(enabled: bool):
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -129,7 +130,8 @@ def _progress(enabled: bool):
     )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+                    console=Console(stderr=True))  # stdout carries results only
 
 
 def instantiate_regularizer(cfg: DictConfig) -> Regularizer:

@@ -41,8 +41,9 @@ def clean_failure(result, *needles, code=2):
 def finished_run(tmp_path_factory):
     """A completed tiny run: the target of resume/predict/evaluate cases, and the 'existing run'."""
     cwd = tmp_path_factory.mktemp("finished")
-    result = regner("train", *FAST, "hydra.run.dir=done", cwd=cwd)
+    result = regner("train", *FAST, "trainer.progress=true", "hydra.run.dir=done", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == ""  # logs and progress bars go to stderr; stdout is for results
     return cwd / "done"
 
 
