@@ -162,7 +162,7 @@ def _train_task(cfg) -> float | None:
     resume_dir = Path(cfg.resume) if cfg.get("resume") else None
     if env_rank() != 0:  # a data-parallel secondary rank: rank 0 owns the run directory and reports errors
         try:
-            run_cfg = resumed_config(resume_dir, cfg, hydra_cfg) if resume_dir else cfg
+            run_cfg = resumed_config(resume_dir, cfg, hydra_cfg)[0] if resume_dir else cfg
             with graceful_stop() as stop:
                 run_training(run_cfg, Path(hydra_cfg.runtime.output_dir), resume=resume_dir is not None, stop=stop)
         except Interrupted as err:
@@ -170,21 +170,28 @@ def _train_task(cfg) -> float | None:
         except (*user_errors(), TrainingDiverged):
             sys.exit(2)
         return None
-    try:
-        claim_context = claimed_run(hydra_cfg, resume_dir)
-        claim = claim_context.__enter__()
-    except UserError as err:  # nothing of ours was written: the directory belongs to someone else
-        report_error("train", err, None, None if multirun else 2)
-        return None
-    run_dir, owned = claim.run_dir, True
-    try:
+    changes: list[str] = []
+    if resume_dir is not None:  # checked before the run is locked: a refused resume writes nothing into it
+        try:
+            cfg, changes = resumed_config(resume_dir, cfg, hydra_cfg)
+            validate_config(cfg)
+        except user_errors() as err:
+            report_error("train", err, None, None if multirun else 2)
+            return None
+    with contextlib.ExitStack() as stack:
+        try:
+            claim = stack.enter_context(claimed_run(hydra_cfg, resume_dir))
+        except UserError as err:  # nothing was written: the directory belongs to another run or process
+            report_error("train", err, None, None if multirun else 2)
+            return None
+        run_dir = claim.run_dir
         if claim.skip:
             log.info("%s: this sweep job already completed; skipped (delete the directory to run it again)", run_dir)
             return json.loads((run_dir / "status.json").read_text()).get("dev_f1")
         try:
             if resume_dir is not None:
-                cfg = resumed_config(resume_dir, cfg, hydra_cfg)
-                validate_config(cfg)
+                for change in changes:
+                    log.info("resume: %s", change)
                 atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             else:
                 write_hydra_files(run_dir, cfg, hydra_cfg)
@@ -197,33 +204,33 @@ def _train_task(cfg) -> float | None:
         except (*user_errors(), TrainingDiverged) as err:
             write_status(run_dir, "failed", f"{type(err).__name__}: {err}",
                          diverged=isinstance(err, TrainingDiverged))
-            report_error("train", err, run_dir if owned else None,
-                         None if multirun else (1 if isinstance(err, TrainingDiverged) else 2))
+            report_error("train", err, run_dir, None if multirun else (1 if isinstance(err, TrainingDiverged) else 2))
             return None  # let the other jobs of the sweep go on; the report flags this one
         except Interrupted as err:
             from regner.trainer import resume_command
 
             print(f"regner train: {err}. Resume with:\n  {resume_command(run_dir)}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
-    finally:
-        claim_context.__exit__(None, None, None)
     return float(metrics["dev"]["f1"])
 
 
 def resumed_config(run_dir: Path, composed, hydra_cfg):
     """The saved config of the run to continue, with ``resume`` set and the resume-safe overrides of
-    this command applied (each logged); any other override was refused before Hydra started."""
+    this command applied; returns it with the list of changes. Any other override was refused
+    before Hydra started (and is refused here too)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     cfg.resume = str(run_dir)
-    for key in check_resume_overrides(list(hydra_cfg.overrides.task)):
+    changes = []
+    given = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+    for key in check_resume_overrides(given):
         new, old = OmegaConf.select(composed, key), OmegaConf.select(cfg, key)
         if new != old:
-            log.info("resume: %s=%s (was %s)%s", key, new, old,
-                     "; the learning-rate schedule is recomputed for the new length" if key == "trainer.max_epochs" else "")
+            changes.append(f"{key}={new} (was {old})" + ("; the learning-rate schedule is recomputed for the new "
+                                                         "length" if key == "trainer.max_epochs" else ""))
             OmegaConf.update(cfg, key, new, force_add=True)
-    return cfg
+    return cfg, changes
 
 
 def _resume_overrides(argv: list[str]) -> list[str]:
@@ -269,13 +276,11 @@ def _evaluate_task(cfg) -> None:
     from regner.validation import validate_config
 
     hydra_cfg = HydraConfig.get()
-    try:
-        claim_context = claimed_run(hydra_cfg, None)
-        claim = claim_context.__enter__()
-    except UserError as err:
-        report_error("evaluate", err)
-    run_dir = claim.run_dir
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            run_dir = stack.enter_context(claimed_run(hydra_cfg, None)).run_dir
+        except UserError as err:
+            report_error("evaluate", err)
         write_hydra_files(run_dir, cfg, hydra_cfg)
         write_status(run_dir, "running")
         try:
@@ -313,8 +318,6 @@ def _evaluate_task(cfg) -> None:
         atomic_write_json(run_dir / METRICS_FILE, results)
         write_status(run_dir, "completed")
         log.info("metrics written to %s", run_dir / METRICS_FILE)
-    finally:
-        claim_context.__exit__(None, None, None)
 
 
 def check_label_overlap(model_labels: list[str], splits, ckpt: Path) -> None:

@@ -211,6 +211,7 @@ RESUME_CASES = [
     ("nonexistent", [], ["no such directory"]),
     ("unfinished", ["data.max_length=64"], ["cannot change data.max_length when resuming", "trainer.max_epochs"]),
     ("unfinished", ["regularizer=rdrop"], ["cannot change regularizer when resuming"]),
+    ("unfinished", ["trainer.max_epochs=0"], ["trainer.max_epochs=0 is not valid"]),
 ]
 
 
@@ -302,10 +303,9 @@ LONG = ["data.train_size=300", "data.dev_size=30", "data.test_size=30", "trainer
         "regularizer=rdrop"]
 
 
-def test_sigterm_saves_and_the_printed_command_resumes_to_the_uninterrupted_result(tmp_path):
-    """Also: a second training into the same directory and ``trainer.resume=true`` are refused while it runs."""
+def test_a_running_training_is_never_joined_or_resumed_by_another_process(tmp_path):
     run_dir = tmp_path / "outputs" / "run"  # under outputs/, where trainer.resume=true looks
-    job = start("train", *LONG, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    job = start("train", *LONG, "trainer.max_epochs=200", "trainer.patience=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     try:
         wait_for(lambda: (run_dir / "history.jsonl").exists() or job.poll() is not None)
         assert job.poll() is None, job.stderr.read()[-3000:]
@@ -314,8 +314,27 @@ def test_sigterm_saves_and_the_printed_command_resumes_to_the_uninterrupted_resu
         clean_failure(second, f"{run_dir} is in use by process {job.pid}")
         picked = regner("train", "trainer.resume=true", cwd=tmp_path)
         clean_failure(picked, "no unfinished run", "1 unfinished run(s) are still being trained")
-        assert {k: v for k, v in snapshot(run_dir).items() if k != "regner.log" and k in before} == before
+        direct = regner("train", f"resume={run_dir}", cwd=tmp_path)
+        clean_failure(direct, "it is still being trained by process")
+        after = snapshot(run_dir)
+        assert {k: v for k, v in after.items() if k in before and not k.startswith(("history", "last", "status",
+                                                                                     "checkpoint"))} == \
+            {k: v for k, v in before.items() if not k.startswith(("history", "last", "status", "checkpoint"))}
         job.send_signal(signal.SIGTERM)
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 143, stderr[-3000:]
+    log_text = (run_dir / "regner.log").read_text()
+    assert "is in use" not in log_text and "cannot resume" not in log_text  # the refused commands wrote nothing
+
+
+def test_sigterm_saves_and_the_printed_command_resumes_to_the_uninterrupted_result(tmp_path):
+    run_dir = tmp_path / "run"
+    job = start("train", *LONG, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    try:
+        wait_for(lambda: (run_dir / "history.jsonl").exists() or job.poll() is not None)
+        job.send_signal(signal.SIGTERM)  # at once: two of the three epochs are still to go
         _, stderr = job.communicate(timeout=300)
     finally:
         job.kill()
