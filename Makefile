@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PROFILE ?= cpu
 
-.PHONY: install train test test-all lint benchmark bench-speed check-defaults clean
+.PHONY: install train test test-all lint benchmark bench-speed check-defaults pretrain clean
 
 install:
 	python3 -m venv .venv
@@ -23,6 +23,9 @@ lint:
 
 benchmark:  ## the regularizer x KL matrix + report (PROFILE=cpu|gpu)
 	$(PY) scripts/benchmark.py --profile $(PROFILE)
+
+pretrain:  ## regner's small Chinese encoder (encoder=zh-mini) into outputs/pretrained/zh-mini; cached (PROFILE=gpu: zh-small)
+	.venv/bin/regner pretrain pretrain=$(if $(filter gpu,$(PROFILE)),zh-small-gpu,zh-mini)
 
 check-defaults:  ## every regularizer's defaults on every shared dataset: fails if one collapses
 	$(PY) scripts/check_defaults.py

@@ -6,6 +6,8 @@ its JSONL (no Hydra logging, no run directory).
     regner sweep [overrides...]        Hydra multirun (-m is implied), e.g. regner sweep regularizer=rdrop alpha=1,4
     regner report DIR [DIR...]         aggregate the runs under DIRs into report.md/.csv and plots
     regner evaluate ckpt=RUN [data=..] score a saved model; writes metrics.json like training does
+    regner pretrain [overrides...]     masked-LM pretraining of the encoder (conf/pretraining.yaml), e.g.
+                                       regner pretrain pretrain=zh-mini (what `make pretrain` runs)
     regner predict ckpt=RUN [input=FILE] [output=FILE] [batch_size=64] [threshold=..] [on_error=record]
                                        entities for raw texts (lines or JSONL "text"), as JSONL
     regner --version                   versions of regner, torch and transformers
@@ -77,15 +79,20 @@ def _is_hydra_arg(arg: str) -> bool:
     return arg.startswith("-") or _override_key(arg).startswith(("hydra.", "hydra/")) or "=" not in arg
 
 
-def check_resume_overrides(args: list[str]) -> list[str]:
+def check_resume_overrides(args: list[str], allowed: tuple[str, ...] = RESUMABLE_OVERRIDES) -> list[str]:
     """The overrides given with ``resume=``: the safe ones are returned; any other is refused."""
     keys = [_override_key(a) for a in args if not _is_hydra_arg(a) and _override_key(a) not in ("resume", "trainer.resume")]
-    refused = [k for k in keys if k not in RESUMABLE_OVERRIDES]
+    refused = [k for k in keys if k not in allowed]
     if refused:
         raise RunDirError(
             f"cannot change {', '.join(refused)} when resuming: a resumed run continues with its saved config. "
-            f"Only {', '.join(RESUMABLE_OVERRIDES)} may change on resume; start a new run to change anything else")
+            f"Only {', '.join(allowed)} may change on resume; start a new run to change anything else")
     return keys
+
+
+# The same for `regner pretrain resume=DIR`.
+PRETRAIN_RESUMABLE_OVERRIDES = ("pretrain.progress", "pretrain.device", "pretrain.num_threads",
+                                "pretrain.save_every_steps", "pretrain.eval_batch_size")
 
 
 def _explicit(hydra_cfg, key: str) -> bool:
@@ -116,8 +123,9 @@ def write_hydra_files(run_dir: Path, cfg, hydra_cfg) -> None:
 
 
 @contextlib.contextmanager
-def claimed_run(hydra_cfg, resume_dir: Path | None):
-    """Lock the run directory (a new one, or the run to resume) for the block; yields the Claim."""
+def claimed_run(hydra_cfg, resume_dir: Path | None, explicit: bool | None = None):
+    """Lock the run directory (a new one, or the run to resume) for the block; yields the Claim.
+    ``explicit``: whether the directory was named by the user (default: named on the command line)."""
     from hydra.types import RunMode
 
     from regner.rundir import Claim, RunLock, check_resumable, claim_new_run_dir, run_status
@@ -131,7 +139,8 @@ def claimed_run(hydra_cfg, resume_dir: Path | None):
     else:
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         run_dir = Path(hydra_cfg.runtime.output_dir)
-        explicit = _explicit(hydra_cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+        if explicit is None:
+            explicit = _explicit(hydra_cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
         claim = claim_new_run_dir(run_dir, explicit=explicit, skip_completed=multirun)
     handler = None
     try:
@@ -264,6 +273,74 @@ def _resume_overrides(argv: list[str]) -> list[str]:
     return argv
 
 
+def _pretrain_task(cfg) -> None:
+    """``regner pretrain``: validate, read the corpus, skip if the same pretraining already finished
+    in the target directory (``make pretrain`` is cached), else lock the directory and pretrain."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from regner.distributed import env_rank
+    from regner.interrupt import Interrupted, graceful_stop
+    from regner.pretraining.trainer import corpus_for, fingerprint, run_pretraining
+    from regner.rundir import check_resumable, holds_a_run, run_status
+    from regner.runio import atomic_write_text, write_status
+    from regner.trainer import TrainingDiverged, resume_command
+    from regner.validation import validate_config
+
+    hydra_cfg = HydraConfig.get()
+    resume_dir = Path(cfg.resume).expanduser().resolve() if cfg.get("resume") else None
+    run_dir = resume_dir or Path(hydra_cfg.runtime.output_dir)
+    named = "${now:" not in str(OmegaConf.to_container(hydra_cfg.run, resolve=False)["dir"]) or \
+        _explicit(hydra_cfg, "hydra.run.dir")
+    try:
+        if resume_dir is not None:
+            check_resumable(resume_dir)
+            saved = OmegaConf.load(resume_dir / "config.yaml")
+            given = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+            for key in check_resume_overrides(given, PRETRAIN_RESUMABLE_OVERRIDES):
+                OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+            saved.resume = str(resume_dir)
+            cfg = saved
+        validate_config(cfg)
+        corpus = corpus_for(cfg, Path.cwd())
+        if resume_dir is None and env_rank() == 0 and holds_a_run(run_dir) and named:
+            status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+            if run_status(run_dir) == "completed" and status.get("fingerprint") == fingerprint(cfg, corpus):
+                log.info("%s is up to date (same config and corpus already pretrained); nothing to do", run_dir)
+                return
+    except user_errors() as err:
+        report_error("pretrain", err)
+    if env_rank() != 0:
+        try:
+            with graceful_stop() as stop:
+                run_pretraining(cfg, Path(hydra_cfg.runtime.output_dir), corpus, resume=resume_dir is not None,
+                                stop=stop)
+        except Interrupted as err:
+            sys.exit(err.exit_code)
+        except (*user_errors(), TrainingDiverged):
+            sys.exit(2)
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            run_dir = stack.enter_context(claimed_run(hydra_cfg, resume_dir, explicit=named)).run_dir
+        except UserError as err:
+            report_error("pretrain", err)
+        try:
+            if resume_dir is None:
+                write_hydra_files(run_dir, cfg, hydra_cfg)
+                write_status(run_dir, "running")
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            with graceful_stop() as stop:
+                run_pretraining(cfg, run_dir, corpus, resume=resume_dir is not None, stop=stop)
+        except (*user_errors(), TrainingDiverged) as err:
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+            report_error("pretrain", err, run_dir, 1 if isinstance(err, TrainingDiverged) else 2)
+        except Interrupted as err:
+            command = resume_command(run_dir).replace("regner train", "regner pretrain")
+            print(f"regner pretrain: {err}. Resume with:\n  {command}", file=sys.stderr, flush=True)
+            sys.exit(err.exit_code)
+
+
 def _evaluate_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -347,10 +424,10 @@ def _secondary_rank_overrides(argv: list[str]) -> list[str]:
         f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
-def _hydra_app(argv: list[str], task=None) -> None:
+def _hydra_app(argv: list[str], task=None, config_name: str = "config") -> None:
     import hydra
 
-    app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task or _train_task)
+    app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(task or _train_task)
     sys.argv = ["regner", *_secondary_rank_overrides(argv)]
     app()
 
@@ -559,6 +636,11 @@ def main(argv: list[str] | None = None) -> None:
             if not any(a.startswith("hydra.run.dir=") for a in rest):
                 rest = ["hydra.run.dir=outputs/evaluate/${now:%Y-%m-%d}/${now:%H-%M-%S}", *rest]
             _hydra_app(rest, _evaluate_task)
+        elif command == "pretrain":
+            if any(a.startswith("resume=") and a != "resume=null" for a in rest):
+                target = next(a for a in rest if a.startswith("resume="))
+                rest = [*rest, f"hydra.run.dir={Path(target.split('=', 1)[1]).expanduser().resolve()}"]
+            _hydra_app(rest, _pretrain_task, config_name="pretraining")
         elif command == "predict":
             _predict(rest)
         else:

@@ -7,6 +7,7 @@ digit runs split into characters instead of collapsing to one [UNK]) and saved w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import string
 import unicodedata
@@ -68,6 +69,24 @@ def tiny_encoder(vocab_size: int, cfg: Any):
     return BertModel(config, add_pooling_layer=False)
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' per-load report and progress bars off for the block (regner logs what it loaded).
+    The "unexpected" keys it would list for a masked-LM checkpoint are the MLM head, which an encoder drops."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_pretrained(name_or_path: str, cfg: Any | None = None):
     """Tokenizer and encoder from a hub name or a local directory, with a clear error."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -76,19 +95,22 @@ def load_pretrained(name_or_path: str, cfg: Any | None = None):
     local = Path(name_or_path).expanduser()
     if local.exists() and not (local / "config.json").exists():
         raise EncoderError(f"{name_or_path}: a directory without config.json is not a transformers model")
+    if not local.exists() and cfg.get("missing_hint"):
+        raise EncoderError(f"{name_or_path} does not exist: {cfg['missing_hint']}")
     overrides = {}
     if cfg.get("dropout") is not None:
         overrides = {"hidden_dropout_prob": cfg["dropout"], "attention_probs_dropout_prob": cfg["dropout"]}
     try:
-        config = AutoConfig.from_pretrained(str(name_or_path), **overrides)
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        kwargs = {"config": config}
-        if cfg.get("attn_implementation"):
-            kwargs["attn_implementation"] = cfg["attn_implementation"]
-        if not cfg.get("random_init", False):
-            encoder = AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False, **kwargs)
-        else:
-            encoder = AutoModel.from_config(config, add_pooling_layer=False, **kwargs)
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(str(name_or_path), **overrides)
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+            kwargs = {"config": config}
+            if cfg.get("attn_implementation"):
+                kwargs["attn_implementation"] = cfg["attn_implementation"]
+            if not cfg.get("random_init", False):
+                encoder = AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False, **kwargs)
+            else:
+                encoder = AutoModel.from_config(config, add_pooling_layer=False, **kwargs)
     except (OSError, ValueError) as err:
         raise EncoderError(f"cannot load encoder {name_or_path!r}: {err}") from None
     if not getattr(tokenizer, "is_fast", False):

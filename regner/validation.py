@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from regner.errors import ConfigError
@@ -147,6 +147,31 @@ RULES: list[Rule] = [
     integer("regularizer.power_iterations", 1),
     boolean("regularizer.relative"),
     boolean("regularizer.consistency"),
+    # pretrain (regner pretrain)
+    Rule("pretrain.corpus", "a list of text file paths", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    Rule("pretrain.from_data", "a list of data config names", lambda v: isinstance(v, list)
+         and all(isinstance(x, str) for x in v)),
+    Rule("pretrain.splits", "a non-empty list drawn from train, dev, test", lambda v: isinstance(v, list) and bool(v)
+         and all(x in ("train", "dev", "test") for x in v)),
+    Rule("pretrain.encoding", "a Python codec name such as utf-8, gb18030", _codec),
+    number("pretrain.held_out_fraction", 0.0, 0.5, low_open=True),
+    integer("pretrain.held_out_max", 1),
+    integer("pretrain.max_length", 8),
+    number("pretrain.mlm_probability", 0.0, 1.0, low_open=True, high_open=True),
+    integer("pretrain.batch_size", 1),
+    integer("pretrain.eval_batch_size", 1),
+    integer("pretrain.epochs", 1),
+    integer("pretrain.max_steps", 1, optional=True),
+    number("pretrain.lr", 0.0, low_open=True),
+    number("pretrain.warmup_ratio", 0.0, 1.0, high_open=True),
+    number("pretrain.weight_decay", 0.0),
+    number("pretrain.max_grad_norm", 0.0),
+    choice("pretrain.precision", "fp32", "bf16", "fp16"),
+    Rule("pretrain.device", "auto, cpu, mps, cuda or cuda:N", lambda v: isinstance(v, str) and bool(DEVICE.match(v))),
+    integer("pretrain.num_threads", 1, optional=True),
+    integer("pretrain.eval_every", 0),
+    integer("pretrain.save_every_steps", 0),
+    boolean("pretrain.progress"),
 ]
 
 
@@ -161,7 +186,10 @@ def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     if not isinstance(node, DictConfig) or parts[-1] not in node:
         return False, None
     try:
-        return True, node[parts[-1]]
+        value = node[parts[-1]]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        return True, value
     except OmegaConfBaseException as err:
         raise ConfigError(key, OmegaConf.to_container(node, resolve=False).get(parts[-1]),
                           f"a value that resolves ({type(err).__name__}: {str(err).splitlines()[0]})") from None
@@ -179,6 +207,12 @@ def validate_config(cfg: DictConfig) -> None:
 
 def _check_relations(cfg: DictConfig) -> None:
     data, encoder = cfg.get("data"), cfg.get("encoder")
+    if encoder is not None and cfg.get("pretrain") is not None:
+        positions, source = _position_limit(encoder)
+        length = cfg.pretrain.get("max_length")
+        if positions is not None and length is not None and length > positions:
+            raise ConfigError("pretrain.max_length", length, f"an integer ≤ {positions}, the encoder's position "
+                              f"embeddings ({source})")
     if data is None or encoder is None:
         return
     max_length, overlap = data.get("max_length"), data.get("window_overlap")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 _POSITION_DIGITS = re.compile(r"^(.+?)(\d+)$")
 
 
-def _open_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+def _open_lines(path: str | Path, encoding: str = "utf-8", key: str = "data.encoding") -> Iterator[tuple[int, str]]:
     """(line number, line) of a text file; a byte that is not ``encoding`` is a DataError naming the
     line and byte offset. A UTF-8 byte-order mark is skipped whatever the encoding says."""
     path = Path(path)
@@ -40,8 +40,8 @@ def _open_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[tuple[int
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
         raise DataError(
             f"byte {raw[err.start:err.start + 1].hex(' ')} at byte offset {err.start} (column {column} in bytes) is "
-            f"not valid {encoding} ({err.reason}). If the file uses another encoding, set data.encoding, e.g. "
-            f"data.encoding=gb18030 for GBK/GB2312 files", str(path), line) from None
+            f"not valid {encoding} ({err.reason}). If the file uses another encoding, set {key}, e.g. "
+            f"{key}=gb18030 for GBK/GB2312 files", str(path), line) from None
     for number, line in enumerate(io.StringIO(text, newline=None), start=1):
         yield number, line.rstrip("\r\n")
 

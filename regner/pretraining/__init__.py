@@ -1,0 +1,1 @@
+"""``regner pretrain``: masked-language-model pretraining of the encoder (corpus → MLM trainer)."""
