@@ -104,12 +104,11 @@ def load_pretrained(name_or_path: str, cfg: Any | None = None):
         with quiet_transformers():
             config = AutoConfig.from_pretrained(str(name_or_path), **overrides)
             tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-            kwargs = {"config": config}
-            if cfg.get("attn_implementation"):
-                kwargs["attn_implementation"] = cfg["attn_implementation"]
+            kwargs = {"attn_implementation": cfg["attn_implementation"]} if cfg.get("attn_implementation") else {}
             if not cfg.get("random_init", False):
-                encoder = AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False, **kwargs)
-            else:
+                encoder = AutoModel.from_pretrained(str(name_or_path), config=config, add_pooling_layer=False,
+                                                    **kwargs)
+            else:  # the same architecture and tokenizer, freshly initialised (a from-scratch baseline)
                 encoder = AutoModel.from_config(config, add_pooling_layer=False, **kwargs)
     except (OSError, ValueError) as err:
         raise EncoderError(f"cannot load encoder {name_or_path!r}: {err}") from None

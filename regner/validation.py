@@ -130,6 +130,7 @@ RULES: list[Rule] = [
     integer("encoder.max_position_embeddings", 8),
     number("encoder.dropout", 0.0, 1.0, high_open=True, optional=True),
     number("encoder.lr", 0.0, low_open=True),
+    boolean("encoder.random_init"),
     # head
     integer("head.head_size", 2),
     number("head.threshold", float("-inf")),

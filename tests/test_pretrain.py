@@ -169,3 +169,35 @@ def test_pretrain_config_is_validated_before_reading(tmp_path):
     clean_failure(result, "pretrain.mlm_probability=1.5")
     assert os.listdir(tmp_path) in ([], ["outputs"])  # nothing that looks like a finished run
     assert not list(Path(tmp_path).glob("**/metrics.json"))
+
+
+def test_random_init_keeps_architecture_and_tokenizer_but_not_weights(pretrained):
+    from regner.encoder import load_pretrained
+
+    run_dir, _ = pretrained
+    tokenizer, trained = load_pretrained(str(run_dir), {})
+    same_tokenizer, fresh = load_pretrained(str(run_dir), {"random_init": True})
+    assert same_tokenizer.get_vocab() == tokenizer.get_vocab() and fresh.config.to_dict() == trained.config.to_dict()
+    weights = trained.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in load_pretrained(str(run_dir), {})[1].state_dict().items())
+    assert not torch.equal(fresh.state_dict()["embeddings.word_embeddings.weight"],
+                           weights["embeddings.word_embeddings.weight"])
+
+
+def test_comparison_table_pairs_seeds_by_hand(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_pretrained",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "compare_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = {"pretrained": {1: 0.70, 2: 0.74, 3: 0.69}, "random": {1: 0.60, 2: 0.61, 3: 0.62}}
+    for arm, per_seed in values.items():
+        for seed, f1 in per_seed.items():
+            run = tmp_path / "weibo" / arm / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "metrics.json").write_text(json.dumps({"dev": {"f1": f1 + 0.1}, "test": {"f1": f1}, "epochs": 5,
+                                                          "best_epoch": 4, "train": {"wall_time_s": 60}}))
+    text = module.table(tmp_path, ["weibo"], [1, 2, 3])
+    # differences 0.10, 0.13, 0.07: mean 0.10, sd 0.03, t = 0.10 / (0.03 / √3) = 5.774, df 2 → p = 0.0287
+    assert "+10.00 points, p = 0.0287 (paired t (n=3))" in text and "| weibo | test | pretrained | 3 of 3 |" in text
