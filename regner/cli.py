@@ -302,6 +302,8 @@ def _pretrain_task(cfg) -> None:
             saved.resume = str(resume_dir)
             cfg = saved
         validate_config(cfg)
+        if resume_dir is None:  # saved absolute, so a resume from any directory reads the same files
+            cfg.pretrain.corpus = [str((Path.cwd() / Path(p).expanduser()).resolve()) for p in cfg.pretrain.corpus]
         corpus = corpus_for(cfg, Path.cwd())
         if resume_dir is None and env_rank() == 0 and holds_a_run(run_dir) and named:
             status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}

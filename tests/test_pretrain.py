@@ -118,8 +118,13 @@ def test_interrupted_and_resumed_pretraining_matches_uninterrupted(corpus_file, 
     status = json.loads((tmp_path / "resumed" / "status.json").read_text())
     assert status["status"] == "interrupted" and "regner pretrain resume=" in status["resume_command"]
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    monkeypatch.setattr(MLMPretrainer, "train_step", original)
-    resumed = run_pretraining(cfg, tmp_path / "resumed", corpus, resume=True)
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(cfg, tmp_path / "resumed" / "config.yaml", resolve=True)  # what `regner pretrain` saves first
+    result = regner(*status["resume_command"].split()[1:], cwd=tmp_path)  # the printed command, through the CLI
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed pretraining at step 7" in result.stderr
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert resumed["held_out"] == reference["held_out"]
     rows = [json.loads(line) for line in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
     expected = [json.loads(line) for line in (tmp_path / "reference" / "history.jsonl").read_text().splitlines()]
