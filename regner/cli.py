@@ -282,7 +282,7 @@ def _pretrain_task(cfg) -> None:
     from regner.distributed import env_rank
     from regner.interrupt import Interrupted, graceful_stop
     from regner.pretraining.trainer import corpus_for, fingerprint, run_pretraining
-    from regner.rundir import check_resumable, holds_a_run, run_status
+    from regner.rundir import check_resumable, holds_a_run, lock_holder, run_status
     from regner.runio import atomic_write_text, write_status
     from regner.trainer import TrainingDiverged, resume_command
     from regner.validation import validate_config
@@ -294,7 +294,8 @@ def _pretrain_task(cfg) -> None:
         _explicit(hydra_cfg, "hydra.run.dir")
     try:
         if resume_dir is not None:
-            check_resumable(resume_dir)
+            if env_rank() == 0:  # rank 0 owns (and locks) the run directory
+                check_resumable(resume_dir)
             saved = OmegaConf.load(resume_dir / "config.yaml")
             given = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
             for key in check_resume_overrides(given, PRETRAIN_RESUMABLE_OVERRIDES):
@@ -310,6 +311,13 @@ def _pretrain_task(cfg) -> None:
             if run_status(run_dir) == "completed" and status.get("fingerprint") == fingerprint(cfg, corpus):
                 log.info("%s is up to date (same config and corpus already pretrained); nothing to do", run_dir)
                 return
+            if run_status(run_dir) == "completed":
+                raise RunDirError(f"{run_dir} holds a finished pretraining of other inputs (the config or the corpus "
+                                  "changed); a new run never overwrites another: delete it or choose another "
+                                  "hydra.run.dir")
+            if status.get("kind") == "pretraining" and (run_dir / "last").exists() and lock_holder(run_dir) is None:
+                raise RunDirError(f"{run_dir} holds an unfinished pretraining; continue it with: regner pretrain "
+                                  f"resume={run_dir.resolve()} (or delete it to start over)")
     except user_errors() as err:
         report_error("pretrain", err)
     if env_rank() != 0:

@@ -158,7 +158,7 @@ def test_rerunning_the_same_pretraining_does_nothing(corpus_file, tmp_path):
     assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr[-3000:]
     assert snapshot(tmp_path / "cached") == before
     changed = regner(*args[:-1], "pretrain.max_steps=3", "hydra.run.dir=cached", cwd=tmp_path)
-    clean_failure(changed, "already holds a run")  # other inputs never overwrite a finished pretraining
+    clean_failure(changed, "holds a finished pretraining of other inputs")  # never overwritten
     assert snapshot(tmp_path / "cached") == before
 
 
@@ -206,3 +206,30 @@ def test_comparison_table_pairs_seeds_by_hand(tmp_path):
     text = module.table(tmp_path, ["weibo"], [1, 2, 3])
     # differences 0.10, 0.13, 0.07: mean 0.10, sd 0.03, t = 0.10 / (0.03 / √3) = 5.774, df 2 → p = 0.0287
     assert "+10.00 points, p = 0.0287 (paired t (n=3))" in text and "| weibo | test | pretrained | 3 of 3 |" in text
+
+
+def test_bf16_autocast_pretrains_with_finite_losses(corpus_file, tmp_path):
+    cfg = pretrain_config(corpus_file, "pretrain.max_steps=3", "pretrain.precision=bf16", "pretrain.device=cpu")
+    metrics = run_pretraining(cfg, tmp_path / "bf16", corpus_for(cfg))
+    assert metrics["train"]["precision"] == "bf16"
+    assert all(map(lambda v: v == v and v < 50, (metrics["held_out"]["before"]["loss"],
+                                                 metrics["held_out"]["after"]["loss"])))
+
+
+def test_two_gloo_ranks_pretrain_through_the_data_parallel_path(corpus_file, tmp_path):
+    import subprocess
+    import sys
+
+    from .test_distributed import free_port
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", "-m", "regner.cli", "pretrain", *TINY, f"pretrain.corpus=[{corpus_file}]",
+               "pretrain.max_steps=4", "pretrain.device=cpu", "hydra.run.dir=run"]
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "REGNER_CACHE": os.environ["REGNER_CACHE"]}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2 and metrics["train"]["steps"] == 4
+    assert list(tmp_path.glob("**/metrics.json")) == [tmp_path / "run" / "metrics.json"]  # rank 1 wrote nothing
+    assert (tmp_path / "run" / "last" / "pretrain_rng_rank1.pt").exists()

@@ -136,6 +136,8 @@ class MLMPretrainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = self.dist.device
             torch.cuda.set_device(self.device)
+        # ranks > 0 run in a scratch directory; their random state for resume lives in rank 0's run directory
+        self.state_dir = Path(self.dist.broadcast_object(str(self.run_dir.resolve())))
         self.tokenizer, self.model = build_model(self.cfg.encoder, self.corpus, pcfg.max_length)
         positions = self.model.config.max_position_embeddings
         if pcfg.max_length > positions:
@@ -209,7 +211,7 @@ class MLMPretrainer:
     # -- state ---------------------------------------------------------------------------------
     def save_state(self) -> None:
         if not self.dist.is_main:
-            with atomic_target(self.run_dir / f"last/pretrain_rng_rank{self.dist.rank}.pt") as tmp:
+            with atomic_target(self.state_dir / f"last/pretrain_rng_rank{self.dist.rank}.pt") as tmp:
                 torch.save({"rng": rng_state(), "collator": self.collator.generator.get_state()}, tmp)
             return
         with atomic_target(self.run_dir / STATE) as tmp:
@@ -219,7 +221,7 @@ class MLMPretrainer:
                         "state": asdict(self.state), "before": self.before}, tmp)
 
     def load_state(self) -> None:
-        path = self.run_dir / STATE
+        path = self.state_dir / STATE  # every rank resumes from rank 0's saved state
         if not path.exists():
             log.warning("resume: %s has no saved pretraining state; starting from scratch", self.run_dir)
             return
@@ -228,7 +230,7 @@ class MLMPretrainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
-        own = self.run_dir / f"last/pretrain_rng_rank{self.dist.rank}.pt"
+        own = self.state_dir / f"last/pretrain_rng_rank{self.dist.rank}.pt"
         randomness = torch.load(own, weights_only=False) if self.dist.rank and own.exists() else saved
         set_rng_state(randomness["rng"])
         self.collator.generator.set_state(randomness["collator"])
