@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,23 +118,29 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4, help="encoder lr of the pretrained arm")
     parser.add_argument("--random-lr", type=float, default=1e-3, help="encoder lr of the random-init arm (tiny's)")
     parser.add_argument("--head-lr", type=float, default=1e-3)
-    parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with cores ÷ jobs threads)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per run (default: cores ÷ jobs)")
     parser.add_argument("--out", default=str(REPO / "outputs" / "compare-pretrained"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     args.encoder_dir = str(Path(args.encoder_dir).resolve())
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     if not (Path(args.encoder_dir) / "config.json").exists():
         sys.exit(f"compare_pretrained: {args.encoder_dir} is not a pretrained encoder directory (run `make pretrain`)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     datasets, seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
     start = time.time()
-    for dataset in datasets:  # seed-major: a partial run still has complete pairs
-        for seed in seeds:
-            for arm in ARMS:
-                run_one(dataset, arm, seed, args, out)
-                print(f"compare_pretrained: {dataset} {arm} seed {seed} done ({(time.time() - start) / 60:.1f} min)",
-                      flush=True)
+    tasks = [(d, arm, seed) for d in datasets for seed in seeds for arm in ARMS]  # pairs first: partial runs pair up
+
+    def work(task):
+        dataset, arm, seed = task
+        run_one(dataset, arm, seed, args, out)
+        print(f"compare_pretrained: {dataset} {arm} seed {seed} done ({(time.time() - start) / 60:.1f} min)",
+              flush=True)
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        list(pool.map(work, tasks))
     text = table(out, datasets, seeds)
     curve = mlm_curve(Path(args.encoder_dir), out / "mlm_curve.png")
     (out / "compare.md").write_text(text + "\n" + ("\n![MLM loss](mlm_curve.png)\n" if curve else ""), encoding="utf-8")

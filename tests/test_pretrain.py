@@ -233,3 +233,10 @@ def test_two_gloo_ranks_pretrain_through_the_data_parallel_path(corpus_file, tmp
     assert metrics["train"]["world_size"] == 2 and metrics["train"]["steps"] == 4
     assert list(tmp_path.glob("**/metrics.json")) == [tmp_path / "run" / "metrics.json"]  # rank 1 wrote nothing
     assert (tmp_path / "run" / "last" / "pretrain_rng_rank1.pt").exists()
+
+
+def test_pretrain_help_lists_its_profiles_and_keys():
+    result = regner("pretrain", "--help", cwd=Path.cwd())
+    assert result.returncode == 0
+    for needle in ("pretrain: default, zh-mini, zh-small-gpu", "pretrain.from_data", "resume=RUN_DIR"):
+        assert needle in result.stdout, needle
