@@ -154,6 +154,48 @@ def claimed_run(hydra_cfg, resume_dir: Path | None, explicit: bool | None = None
         claim.release()
 
 
+def _secondary_rank(run) -> None:
+    """A data-parallel rank > 0: rank 0 owns the run directory and reports every error; this rank
+    runs ``run(stop)`` and only exits with the matching code."""
+    from regner.interrupt import Interrupted, graceful_stop
+    from regner.trainer import TrainingDiverged
+
+    try:
+        with graceful_stop() as stop:
+            run(stop)
+    except Interrupted as err:
+        sys.exit(err.exit_code)
+    except (*user_errors(), TrainingDiverged):
+        sys.exit(2)
+
+
+def _run_reported(command: str, run_dir: Path, run, multirun: bool = False):
+    """``run(stop)`` inside the SIGTERM/SIGINT handlers, with the one error path. The run itself has
+    already written status.json (``failed`` with its metadata, or ``interrupted`` with the resume
+    command); this prints the paragraph and exits (a sweep job returns None so the others go on)."""
+    from regner.interrupt import Interrupted, graceful_stop
+    from regner.trainer import TrainingDiverged, resume_command
+
+    try:
+        with graceful_stop() as stop:
+            return run(stop)
+    except (*user_errors(), TrainingDiverged) as err:
+        report_error(command, err, run_dir, None if multirun else (1 if isinstance(err, TrainingDiverged) else 2))
+        return None
+    except Interrupted as err:
+        print(f"regner {command}: {err}. Resume with:\n  {resume_command(run_dir, command)}", file=sys.stderr,
+              flush=True)
+        sys.exit(err.exit_code)
+
+
+def _prepare_failed(command: str, run_dir: Path, err: BaseException, multirun: bool = False) -> None:
+    """An error before the run started (config validation, ...): mark the run directory failed, report."""
+    from regner.runio import write_status
+
+    write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
+    report_error(command, err, run_dir, None if multirun else 2)
+
+
 def _train_task(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -161,23 +203,17 @@ def _train_task(cfg) -> float | None:
 
     from regner.data.loading import absolutize_paths
     from regner.distributed import env_rank
-    from regner.interrupt import Interrupted, graceful_stop
     from regner.runio import atomic_write_text, write_status
-    from regner.trainer import TrainingDiverged, run_training
+    from regner.trainer import run_training
     from regner.validation import validate_config
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     resume_dir = Path(cfg.resume) if cfg.get("resume") else None
-    if env_rank() != 0:  # a data-parallel secondary rank: rank 0 owns the run directory and reports errors
-        try:
-            run_cfg = resumed_config(resume_dir, cfg, hydra_cfg)[0] if resume_dir else cfg
-            with graceful_stop() as stop:
-                run_training(run_cfg, Path(hydra_cfg.runtime.output_dir), resume=resume_dir is not None, stop=stop)
-        except Interrupted as err:
-            sys.exit(err.exit_code)
-        except (*user_errors(), TrainingDiverged):
-            sys.exit(2)
+    if env_rank() != 0:
+        run_cfg = resumed_config(resume_dir, cfg, hydra_cfg)[0] if resume_dir else cfg
+        _secondary_rank(lambda stop: run_training(run_cfg, Path(hydra_cfg.runtime.output_dir),
+                                                  resume=resume_dir is not None, stop=stop))
         return None
     changes: list[str] = []
     if resume_dir is not None:  # checked before the run is locked: a refused resume writes nothing into it
@@ -197,43 +233,35 @@ def _train_task(cfg) -> float | None:
         if claim.skip:
             log.info("%s: this sweep job already completed; skipped (delete the directory to run it again)", run_dir)
             return json.loads((run_dir / "status.json").read_text()).get("dev_f1")
-        try:
-            if resume_dir is not None:
-                for change in changes:
-                    log.info("resume: %s", change)
-                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            else:
-                write_hydra_files(run_dir, cfg, hydra_cfg)
-                write_status(run_dir, "running")
+        if resume_dir is not None:
+            for change in changes:
+                log.info("resume: %s", change)
+        else:
+            write_hydra_files(run_dir, cfg, hydra_cfg)
+            write_status(run_dir, "running")
+            try:
                 validate_config(cfg)
-                absolutize_paths(cfg.data, Path.cwd())
-                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            with graceful_stop() as stop:
-                metrics = run_training(cfg, run_dir, resume=resume_dir is not None, stop=stop)
-        except (*user_errors(), TrainingDiverged) as err:
-            write_status(run_dir, "failed", f"{type(err).__name__}: {err}",
-                         diverged=isinstance(err, TrainingDiverged))
-            report_error("train", err, run_dir, None if multirun else (1 if isinstance(err, TrainingDiverged) else 2))
-            return None  # let the other jobs of the sweep go on; the report flags this one
-        except Interrupted as err:
-            from regner.trainer import resume_command
-
-            print(f"regner train: {err}. Resume with:\n  {resume_command(run_dir)}", file=sys.stderr, flush=True)
-            sys.exit(err.exit_code)
-    return float(metrics["dev"]["f1"])
+            except user_errors() as err:
+                _prepare_failed("train", run_dir, err, multirun)
+                return None
+            absolutize_paths(cfg.data, Path.cwd())
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        metrics = _run_reported("train", run_dir, lambda stop: run_training(
+            cfg, run_dir, resume=resume_dir is not None, stop=stop), multirun)
+    return None if metrics is None else float(metrics["dev"]["f1"])
 
 
-def resumed_config(run_dir: Path, composed, hydra_cfg):
+def resumed_config(run_dir: Path, composed, hydra_cfg, allowed: tuple[str, ...] = RESUMABLE_OVERRIDES):
     """The saved config of the run to continue, with ``resume`` set and the resume-safe overrides of
-    this command applied; returns it with the list of changes. Any other override was refused
-    before Hydra started (and is refused here too)."""
+    this command (``allowed``) applied; returns it with the list of changes. Any other override is
+    refused (for ``regner train`` already before Hydra started)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     cfg.resume = str(run_dir)
     changes = []
     given = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-    for key in check_resume_overrides(given):
+    for key in check_resume_overrides(given, allowed):
         new, old = OmegaConf.select(composed, key), OmegaConf.select(cfg, key)
         if new != old:
             changes.append(f"{key}={new} (was {old})" + ("; the learning-rate schedule is recomputed for the new "
@@ -280,11 +308,9 @@ def _pretrain_task(cfg) -> None:
     from omegaconf import OmegaConf
 
     from regner.distributed import env_rank
-    from regner.interrupt import Interrupted, graceful_stop
     from regner.pretraining.trainer import corpus_for, fingerprint, run_pretraining
-    from regner.rundir import check_resumable, holds_a_run, lock_holder, run_status
+    from regner.rundir import check_resumable, holds_a_run, lock_holder
     from regner.runio import atomic_write_text, write_status
-    from regner.trainer import TrainingDiverged, resume_command
     from regner.validation import validate_config
 
     hydra_cfg = HydraConfig.get()
@@ -292,26 +318,22 @@ def _pretrain_task(cfg) -> None:
     run_dir = resume_dir or Path(hydra_cfg.runtime.output_dir)
     named = "${now:" not in str(OmegaConf.to_container(hydra_cfg.run, resolve=False)["dir"]) or \
         _explicit(hydra_cfg, "hydra.run.dir")
+    changes: list[str] = []
     try:
         if resume_dir is not None:
             if env_rank() == 0:  # rank 0 owns (and locks) the run directory
                 check_resumable(resume_dir)
-            saved = OmegaConf.load(resume_dir / "config.yaml")
-            given = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
-            for key in check_resume_overrides(given, PRETRAIN_RESUMABLE_OVERRIDES):
-                OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
-            saved.resume = str(resume_dir)
-            cfg = saved
+            cfg, changes = resumed_config(resume_dir, cfg, hydra_cfg, PRETRAIN_RESUMABLE_OVERRIDES)
         validate_config(cfg)
         if resume_dir is None:  # saved absolute, so a resume from any directory reads the same files
             cfg.pretrain.corpus = [str((Path.cwd() / Path(p).expanduser()).resolve()) for p in cfg.pretrain.corpus]
         corpus = corpus_for(cfg, Path.cwd())
         if resume_dir is None and env_rank() == 0 and holds_a_run(run_dir) and named:
             status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
-            if run_status(run_dir) == "completed" and status.get("fingerprint") == fingerprint(cfg, corpus):
+            if status.get("status") == "completed" and status.get("fingerprint") == fingerprint(cfg, corpus):
                 log.info("%s is up to date (same config and corpus already pretrained); nothing to do", run_dir)
                 return
-            if run_status(run_dir) == "completed":
+            if status.get("status") == "completed":
                 raise RunDirError(f"{run_dir} holds a finished pretraining of other inputs (the config or the corpus "
                                   "changed); a new run never overwrites another: delete it or choose another "
                                   "hydra.run.dir")
@@ -321,34 +343,22 @@ def _pretrain_task(cfg) -> None:
     except user_errors() as err:
         report_error("pretrain", err)
     if env_rank() != 0:
-        try:
-            with graceful_stop() as stop:
-                run_pretraining(cfg, Path(hydra_cfg.runtime.output_dir), corpus, resume=resume_dir is not None,
-                                stop=stop)
-        except Interrupted as err:
-            sys.exit(err.exit_code)
-        except (*user_errors(), TrainingDiverged):
-            sys.exit(2)
+        _secondary_rank(lambda stop: run_pretraining(cfg, Path(hydra_cfg.runtime.output_dir), corpus,
+                                                     resume=resume_dir is not None, stop=stop))
         return
     with contextlib.ExitStack() as stack:
         try:
             run_dir = stack.enter_context(claimed_run(hydra_cfg, resume_dir, explicit=named)).run_dir
         except UserError as err:
             report_error("pretrain", err)
-        try:
-            if resume_dir is None:
-                write_hydra_files(run_dir, cfg, hydra_cfg)
-                write_status(run_dir, "running")
-            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            with graceful_stop() as stop:
-                run_pretraining(cfg, run_dir, corpus, resume=resume_dir is not None, stop=stop)
-        except (*user_errors(), TrainingDiverged) as err:
-            write_status(run_dir, "failed", f"{type(err).__name__}: {err}")
-            report_error("pretrain", err, run_dir, 1 if isinstance(err, TrainingDiverged) else 2)
-        except Interrupted as err:
-            command = resume_command(run_dir).replace("regner train", "regner pretrain")
-            print(f"regner pretrain: {err}. Resume with:\n  {command}", file=sys.stderr, flush=True)
-            sys.exit(err.exit_code)
+        for change in changes:
+            log.info("resume: %s", change)
+        if resume_dir is None:
+            write_hydra_files(run_dir, cfg, hydra_cfg)
+            write_status(run_dir, "running")
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        _run_reported("pretrain", run_dir, lambda stop: run_pretraining(
+            cfg, run_dir, corpus, resume=resume_dir is not None, stop=stop))
 
 
 def _evaluate_task(cfg) -> None:

@@ -188,6 +188,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def optimization_state(model, optimizer, scheduler, scaler, **extra: Any) -> dict[str, Any]:
+    """What an exact resume needs beside the loop's own position: weights, optimizer, scheduler,
+    loss scaler and every random state (``extra`` adds the caller's own entries)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), **extra}
+
+
+def load_optimization_state(saved: dict[str, Any], model, optimizer, scheduler, scaler) -> None:
+    """Restore what :func:`optimization_state` saved (random states are the caller's: ranks differ)."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+
+
 RANK_RNG = "last/rng_rank{rank}.pt"  # ranks > 0 keep their own random state for an exact resume
 RANK_SEED_STRIDE = 1_000_003
 
@@ -339,9 +354,8 @@ class Trainer:
                 torch.save(rng_state(), tmp)
             return
         with atomic_target(self.run_dir / LAST_STATE) as tmp:
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                        "rng": rng_state(), "state": asdict(self.state)}, tmp)
+            torch.save(optimization_state(self.model, self.optimizer, self.scheduler, self.scaler,
+                                          state=asdict(self.state)), tmp)
 
     def load_last(self) -> None:
         path = self.state_dir / LAST_STATE  # every rank resumes from rank 0's saved state
@@ -349,10 +363,7 @@ class Trainer:
             log.warning("resume: %s has no saved state; starting from scratch", self.run_dir)
             return
         saved = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        load_optimization_state(saved, self.model, self.optimizer, self.scheduler, self.scaler)
         rank_rng = self.state_dir / RANK_RNG.format(rank=self.dist.rank)
         set_rng_state(torch.load(rank_rng, weights_only=False) if self.dist.rank and rank_rng.exists() else saved["rng"])
         self.state = TrainState(**saved["state"])
@@ -539,7 +550,7 @@ def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | No
         status("running", run=run)
         metrics = Trainer(cfg, run_dir, base_dir, resume=resume, run_info=run, stop=stop).fit()
     except Interrupted as err:
-        status("interrupted", str(err), run=run, resume_command=resume_command(run_dir), step=err.step)
+        status("interrupted", str(err), run=run, resume_command=resume_command(run_dir, "train"), step=err.step)
         raise
     except BaseException as err:
         status("failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
@@ -552,10 +563,11 @@ def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | No
     return metrics
 
 
-def resume_command(run_dir: Path) -> str:
+def resume_command(run_dir: Path, command: str) -> str:
+    """The exact command that continues an interrupted run (``command``: train or pretrain)."""
     import shlex
 
-    return f"regner train resume={shlex.quote(str(Path(run_dir).resolve()))}"
+    return f"regner {command} resume={shlex.quote(str(Path(run_dir).resolve()))}"
 
 
 def log_summary(metrics: dict[str, Any], run_dir: Path) -> None:

@@ -85,31 +85,39 @@ def _codec(name: Any) -> bool:
     return True
 
 
+def optimization_rules(section: str) -> list[Rule]:
+    """The keys ``trainer`` and ``pretrain`` share: how the optimizer steps and where it runs."""
+    return [
+        number(f"{section}.lr", 0.0, low_open=True),
+        number(f"{section}.weight_decay", 0.0),
+        number(f"{section}.warmup_ratio", 0.0, 1.0, high_open=True),
+        number(f"{section}.max_grad_norm", 0.0),
+        choice(f"{section}.precision", "fp32", "bf16", "fp16"),
+        Rule(f"{section}.device", "auto, cpu, mps, cuda or cuda:N",
+             lambda v: isinstance(v, str) and bool(DEVICE.match(v))),
+        integer(f"{section}.num_threads", 1, optional=True),
+        integer(f"{section}.eval_batch_size", 1),
+        integer(f"{section}.save_every_steps", 0),
+        boolean(f"{section}.progress"),
+    ]
+
+
 RULES: list[Rule] = [
     integer("seed", 0),
     number("alpha", 0.0),
     # trainer
     integer("trainer.max_epochs", 1),
     integer("trainer.batch_size", 1),
-    integer("trainer.eval_batch_size", 1),
-    number("trainer.lr", 0.0, low_open=True),
+    *optimization_rules("trainer"),
     number("trainer.head_lr", 0.0, low_open=True, optional=True),
-    number("trainer.weight_decay", 0.0),
     number("trainer.adam_beta1", 0.0, 1.0, high_open=True),
     number("trainer.adam_beta2", 0.0, 1.0, high_open=True),
     number("trainer.adam_epsilon", 0.0, low_open=True),
-    number("trainer.warmup_ratio", 0.0, 1.0, high_open=True),
-    number("trainer.max_grad_norm", 0.0),
     integer("trainer.patience", 0),
-    choice("trainer.precision", "fp32", "bf16", "fp16"),
-    Rule("trainer.device", "auto, cpu, mps, cuda or cuda:N", lambda v: isinstance(v, str) and bool(DEVICE.match(v))),
     integer("trainer.num_workers", 0),
-    integer("trainer.num_threads", 1, optional=True),
     integer("trainer.bucket_batches", 1),
     integer("trainer.log_every", 0),
     integer("trainer.check_every", 1),
-    integer("trainer.save_every_steps", 0),
-    boolean("trainer.progress"),
     boolean("trainer.compile"),
     # data
     integer("data.max_length", 8),
@@ -159,20 +167,11 @@ RULES: list[Rule] = [
     integer("pretrain.held_out_max", 1),
     integer("pretrain.max_length", 8),
     number("pretrain.mlm_probability", 0.0, 1.0, low_open=True, high_open=True),
+    *optimization_rules("pretrain"),
     integer("pretrain.batch_size", 1),
-    integer("pretrain.eval_batch_size", 1),
     integer("pretrain.epochs", 1),
     integer("pretrain.max_steps", 1, optional=True),
-    number("pretrain.lr", 0.0, low_open=True),
-    number("pretrain.warmup_ratio", 0.0, 1.0, high_open=True),
-    number("pretrain.weight_decay", 0.0),
-    number("pretrain.max_grad_norm", 0.0),
-    choice("pretrain.precision", "fp32", "bf16", "fp16"),
-    Rule("pretrain.device", "auto, cpu, mps, cuda or cuda:N", lambda v: isinstance(v, str) and bool(DEVICE.match(v))),
-    integer("pretrain.num_threads", 1, optional=True),
     integer("pretrain.eval_every", 0),
-    integer("pretrain.save_every_steps", 0),
-    boolean("pretrain.progress"),
 ]
 
 

@@ -74,6 +74,7 @@ def test_bad_input_fails_cleanly_without_metrics(tmp_path):
     (run_dir,) = run_dirs(tmp_path)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and "file not found" in status["reason"]
+    assert status["run"]["regularizer"] == "none"  # the run's own record is kept, so a report counts it
     assert not (run_dir / "metrics.json").exists()
 
 

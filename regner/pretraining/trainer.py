@@ -33,6 +33,8 @@ from regner.trainer import (
     _progress,
     autocast_factory,
     linear_schedule,
+    load_optimization_state,
+    optimization_state,
     process_max_rss_mb,
     resolve_device,
     resume_command,
@@ -215,10 +217,9 @@ class MLMPretrainer:
                 torch.save({"rng": rng_state(), "collator": self.collator.generator.get_state()}, tmp)
             return
         with atomic_target(self.run_dir / STATE) as tmp:
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                        "rng": rng_state(), "collator": self.collator.generator.get_state(),
-                        "state": asdict(self.state), "before": self.before}, tmp)
+            torch.save(optimization_state(self.model, self.optimizer, self.scheduler, self.scaler,
+                                          collator=self.collator.generator.get_state(), state=asdict(self.state),
+                                          before=self.before), tmp)
 
     def load_state(self) -> None:
         path = self.state_dir / STATE  # every rank resumes from rank 0's saved state
@@ -226,10 +227,7 @@ class MLMPretrainer:
             log.warning("resume: %s has no saved pretraining state; starting from scratch", self.run_dir)
             return
         saved = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        load_optimization_state(saved, self.model, self.optimizer, self.scheduler, self.scaler)
         own = self.state_dir / f"last/pretrain_rng_rank{self.dist.rank}.pt"
         randomness = torch.load(own, weights_only=False) if self.dist.rank and own.exists() else saved
         set_rng_state(randomness["rng"])
@@ -395,8 +393,7 @@ def run_pretraining(cfg: DictConfig, run_dir: str | Path, corpus: Corpus, resume
         status("running")
         metrics = MLMPretrainer(cfg, run_dir, corpus, resume=resume, stop=stop).fit()
     except Interrupted as err:
-        status("interrupted", str(err), resume_command=resume_command(run_dir).replace("regner train",
-                                                                                       "regner pretrain"))
+        status("interrupted", str(err), resume_command=resume_command(run_dir, "pretrain"))
         raise
     except BaseException as err:
         status("failed", f"{type(err).__name__}: {err}")
