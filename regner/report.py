@@ -42,7 +42,7 @@ SIGNIFICANCE = 0.05  # family-wise, after Holm's correction over the rows of one
 INERT_KEYS = {"seed", "resume", "ckpt", "alpha", "regularizer._target_", "regularizer.name", "data.root",
               "trainer.progress", "trainer.num_workers", "trainer.feature_cache", "trainer.save_every_steps",
               "trainer.log_every", "trainer.check_every", "trainer.resume", "trainer.eval_batch_size"}
-TREATMENT_PREFIXES = ("regularizer.", "kl.")
+TREATMENT_PREFIXES = ("regularizer.", "kl.", "trainer.ema.")  # EMA is compared as a method: "fgm+ema" vs "none"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -158,7 +158,8 @@ def _record(run_dir: Path) -> RunRecord | None:
         config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=False))
     else:
         config = _minimal_config(run)
-    record = RunRecord(run_dir, dataset_label(run.get("dataset", "?"), config), run.get("encoder", "?"), run["regularizer"], run.get("kl"),
+    method = run["regularizer"] + ("+ema" if config.get("trainer.ema.decay") or run.get("ema_decay") else "")
+    record = RunRecord(run_dir, dataset_label(run.get("dataset", "?"), config), run.get("encoder", "?"), method, run.get("kl"),
                        run.get("regularizer_config", {}), run.get("seed"), state, status.get("reason", ""),
                        run.get("alpha"), config)
     if metrics:

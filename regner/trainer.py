@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from regner.batching import LengthBucketSampler, collate
+from regner.callbacks import build_callbacks
 from regner.data.loading import load_splits
 from regner.distributed import Distributed, env_rank
 from regner.encoder import build_encoder
@@ -33,6 +34,7 @@ from regner.evaluation import encode_split, evaluate, to_device
 from regner.head import span_mask
 from regner.interrupt import Interrupted, StopFlag
 from regner.model import SpanModel
+from regner.optim import build_optimizer, linear_schedule
 from regner.regularizers.base import Regularizer, TrainingStep
 from regner.regularizers.gp import GradientPenalty
 from regner.regularizers.kl import get_kl
@@ -77,32 +79,6 @@ def autocast_factory(device: torch.device, precision: str):
     if dtype is None:
         return contextlib.nullcontext
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
-
-
-def build_optimizer(model: SpanModel, cfg) -> torch.optim.Optimizer:
-    """AdamW with its own learning rate for the head and no decay on biases and LayerNorm."""
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    head_lr = cfg.head_lr if cfg.get("head_lr") else cfg.lr
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        lr = head_lr if name.startswith("head.") else cfg.lr
-        decay = 0.0 if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else cfg.weight_decay
-        groups.setdefault((lr, decay), []).append(param)
-    params = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warmup to the configured rates over ``warmup_ratio`` of the steps, then linear decay to 0."""
-    warmup = int(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -150,7 +126,9 @@ def run_metadata(cfg: DictConfig) -> dict[str, Any]:
     uses_kl = instantiate_regularizer(cfg.regularizer).uses_kl
     return {"dataset": cfg.data.get("name", cfg.data.format), "encoder": cfg.encoder.name, "head": cfg.head.type,
             "regularizer": cfg.regularizer.name, "regularizer_config": knobs, "kl": cfg.kl.name if uses_kl else None,
-            "seed": cfg.seed, "alpha": cfg.get("alpha"), "precision": cfg.trainer.precision}
+            "seed": cfg.seed, "alpha": cfg.get("alpha"), "precision": cfg.trainer.precision,
+            "ema_decay": (cfg.trainer.get("ema") or {}).get("decay"),
+            "layer_lr_decay": cfg.trainer.get("layer_lr_decay", 1.0)}
 
 
 @dataclass
@@ -261,6 +239,8 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, self.steps_per_epoch * tcfg.max_epochs, tcfg.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
         self.compiled = bool(tcfg.get("compile")) and self._compile()
+        self.callbacks = build_callbacks(tcfg)
+        self.callbacks.on_train_start(self)
         if self.dist.enabled:  # same init and data order on every rank, but each its own dropout/noise/VAT draws
             seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
         if self.device.type == "cuda":
@@ -316,7 +296,7 @@ class Trainer:
         step = TrainingStep(
             model=self.model, batch=batch, targets=batch["spans"], mask=span_mask(batch["token_mask"]), kl=self.kl,
             backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
-            grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0)
+            grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0, epoch=self.state.epoch)
         terms = self.regularizer.step(step)
         terms["loss"] = self.dist.average_gradients(self.parameters, terms["loss"])
         if self.tcfg.max_grad_norm:
@@ -326,6 +306,7 @@ class Trainer:
         scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.callbacks.on_step_end(self)
         self.state.global_step += 1
         self.state.train_tokens += tokens * self.dist.world_size
         return {k: v.detach().float() for k, v in terms.items()}
@@ -355,7 +336,7 @@ class Trainer:
             return
         with atomic_target(self.run_dir / LAST_STATE) as tmp:
             torch.save(optimization_state(self.model, self.optimizer, self.scheduler, self.scaler,
-                                          state=asdict(self.state)), tmp)
+                                          state=asdict(self.state), callbacks=self.callbacks.state_dict()), tmp)
 
     def load_last(self) -> None:
         path = self.state_dir / LAST_STATE  # every rank resumes from rank 0's saved state
@@ -364,6 +345,7 @@ class Trainer:
             return
         saved = torch.load(path, map_location=self.device, weights_only=False)
         load_optimization_state(saved, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.callbacks.load_state_dict(saved.get("callbacks", {}))
         rank_rng = self.state_dir / RANK_RNG.format(rank=self.dist.rank)
         set_rng_state(torch.load(rank_rng, weights_only=False) if self.dist.rank and rank_rng.exists() else saved["rng"])
         self.state = TrainState(**saved["state"])
@@ -444,22 +426,25 @@ class Trainer:
         """Evaluate, log, keep the best checkpoint, decide early stopping and save resumable state
         (the decision included, so a resumed run stops where the uninterrupted one did)."""
         state, tcfg = self.state, self.tcfg
-        dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
-                          self.cfg.head.threshold, self.autocast, self.pad_id)
+        with self.callbacks.evaluation_weights(self):  # EMA: the averaged weights are evaluated and saved
+            dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
+                              self.cfg.head.threshold, self.autocast, self.pad_id)
+            improved = dev["f1"] > state.best_f1
+            if improved and self.dist.is_main:
+                self.save_best()
         n = max(state.batches_done, 1)
         train = {k: v / n for k, v in state.sums.items()}
-        history.append({"epoch": state.epoch, "step": state.global_step, "train": train,
-                        "dev": {k: dev[k] for k in ("precision", "recall", "f1", "predicted")},
-                        "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start})
-        improved = dev["f1"] > state.best_f1
+        record = {"epoch": state.epoch, "step": state.global_step, "train": train,
+                  "dev": {k: dev[k] for k in ("precision", "recall", "f1", "predicted")},
+                  "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
+        history.append(record)
+        self.callbacks.on_evaluate(self, record)
         log.info("epoch %d: dev P %.4f R %.4f F1 %.4f (%d spans predicted)%s", state.epoch, dev["precision"],
                  dev["recall"], dev["f1"], dev["predicted"], " (best)" if improved else "")
         if dev["predicted"] == 0:
             warn_no_predictions(state.epoch, train, self.regularizer, self.cfg, self.scheduler.get_last_lr()[0])
         if improved:
             state.best_f1, state.best_epoch, state.stale = dev["f1"], state.epoch, 0
-            if self.dist.is_main:
-                self.save_best()
         elif state.best_f1 > 0:  # patience starts once the model has found something
             state.stale += 1
         stop = bool(tcfg.patience) and state.stale >= tcfg.patience

@@ -119,6 +119,8 @@ RULES: list[Rule] = [
     integer("trainer.log_every", 0),
     integer("trainer.check_every", 1),
     boolean("trainer.compile"),
+    number("trainer.layer_lr_decay", 0.0, 1.0, low_open=True),
+    number("trainer.ema.decay", 0.0, 1.0, low_open=True, high_open=True, optional=True),
     # data
     integer("data.max_length", 8),
     integer("data.window_overlap", 0),
@@ -156,6 +158,10 @@ RULES: list[Rule] = [
     integer("regularizer.power_iterations", 1),
     boolean("regularizer.relative"),
     boolean("regularizer.consistency"),
+    number("regularizer.step_size", 0.0, low_open=True),
+    integer("regularizer.steps", 1),
+    number("regularizer.gamma", 0.0),
+    integer("regularizer.start_epoch", 1),
     # pretrain (regner pretrain)
     Rule("pretrain.corpus", "a list of text file paths", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     Rule("pretrain.from_data", "a list of data config names", lambda v: isinstance(v, list)
@@ -196,11 +202,17 @@ def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check every rule, then the relations between keys; raise ConfigError on the first problem."""
+    """Check every rule, then the relations between keys; raise ConfigError on the first problem.
+    The ``regularizer.*`` rules apply to each part of a stack too (``regularizer.parts.<part>.*``)."""
+    parts = cfg.regularizer.get("parts") if isinstance(cfg.get("regularizer"), DictConfig) else None
+    prefixes = [f"regularizer.parts.{name}." for name in parts] if isinstance(parts, DictConfig) else []
     for rule in RULES:
-        present, value = _lookup(cfg, rule.key)
-        if present:
-            rule.check(value)
+        keys = [rule.key] + ([p + rule.key.split(".", 1)[1] for p in prefixes]
+                             if rule.key.startswith("regularizer.") else [])
+        for key in keys:
+            present, value = _lookup(cfg, key)
+            if present:
+                Rule(key, rule.expected, rule.ok, rule.optional).check(value)
     _check_relations(cfg)
     _check_regularizer(cfg)
 

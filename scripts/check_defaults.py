@@ -31,13 +31,13 @@ from regner.report import COLLAPSE_F1, collect_runs  # noqa: E402
 
 DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.train",
             "msra": "msra/msra_train_bio", "people_daily": "people_daily/dev.txt"}
-REGULARIZERS = ["none", "rdrop", "vat", "fgm", "gp", "noise"]
+REGULARIZERS = ["none", "rdrop", "vat", "fgm", "gp", "noise", "pgd", "awp", "rdrop_fgm"]
 
 
 def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with (out / f"{dataset}.log").open("a", encoding="utf-8") as log:
-        for regularizer in REGULARIZERS:
+        for regularizer in args.regularizers:
             run_dir = out / dataset / regularizer
             if (run_dir / "metrics.json").exists():
                 continue
@@ -50,7 +50,7 @@ def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
             subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def verdicts(out: Path, datasets: list[str]) -> tuple[str, list[str]]:
+def verdicts(out: Path, datasets: list[str], regularizers: list[str] = REGULARIZERS) -> tuple[str, list[str]]:
     records = [r for r in collect_runs([out]) if r.dataset in datasets]
     by_key = {(r.dataset, r.regularizer): r for r in records}
     lines = ["| dataset | regularizer | dev F1 | test F1 | vs none (dev) | status |", "|---|---|---|---|---|---|"]
@@ -58,7 +58,7 @@ def verdicts(out: Path, datasets: list[str]) -> tuple[str, list[str]]:
     for dataset in datasets:
         none = by_key.get((dataset, "none"))
         base = none.dev_f1 if none and not math.isnan(none.dev_f1) else math.nan
-        for regularizer in REGULARIZERS:
+        for regularizer in regularizers:
             record = by_key.get((dataset, regularizer))
             if record is None:
                 lines.append(f"| {dataset} | {regularizer} | — | — | — | not run |")
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--eval-samples", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=2, help="datasets trained in parallel")
+    parser.add_argument("--regularizers", type=lambda s: ["none"] + [r for r in s.split(",") if r != "none"],
+                        default=REGULARIZERS, help="comma list (none, the reference, is always included)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
 
@@ -107,7 +109,7 @@ def main() -> None:
     start = time.time()
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         list(pool.map(lambda d: run_dataset(d, out, args, threads), datasets))
-    table, problems = verdicts(out, datasets)
+    table, problems = verdicts(out, datasets, args.regularizers)
     header = (f"# Defaults check, {time.strftime('%Y-%m-%d')}\n\nEvery regularizer with its default settings, seed "
               f"{args.seed}, default tiny encoder, ≤ {args.max_epochs} epochs, ≤ {args.train_samples} training and "
               f"≤ {args.eval_samples} dev/test sentences; collapsed = dev F1 < max({COLLAPSE_F1}, ½·none) or a "

@@ -4,11 +4,15 @@ import functools
 import pytest
 import torch
 
+from regner.regularizers.awp import AWP
+from regner.regularizers.base import used_rows_norm
 from regner.regularizers.fgm import FGM
 from regner.regularizers.gp import GradientPenalty
 from regner.regularizers.noise import GaussianNoise
 from regner.regularizers.none import NoRegularizer
+from regner.regularizers.pgd import PGD
 from regner.regularizers.rdrop import RDrop
+from regner.regularizers.stack import Stack
 from regner.regularizers.vat import VAT, adversarial_direction
 
 from .helpers import grads, tiny_batch, tiny_model, training_step
@@ -227,7 +231,7 @@ def test_relative_sizes_ignore_padding_and_the_pad_row(monkeypatch):
     real = batch["attention_mask"].bool()
     embeds = step.embed().detach()
     used = torch.unique(batch["input_ids"][real])
-    assert FGM._used_rows_norm(step, embedding).item() == pytest.approx(embedding.detach()[used].norm().item(), rel=1e-6)
+    assert used_rows_norm(step, embedding).item() == pytest.approx(embedding.detach()[used].norm().item(), rel=1e-6)
     # noise: with unit "noise", the shift at real positions is σ × the RMS of the real positions
     monkeypatch.setattr(torch, "randn_like", lambda x: torch.ones_like(x))
     shift = (GaussianNoise(sigma=0.5, relative=True)._noisy(step, embeds) - embeds)[1, 0, 0]
@@ -285,7 +289,9 @@ def count_host_reads(monkeypatch, when=lambda: True):
 
 @pytest.mark.parametrize("regularizer", [NoRegularizer(), RDrop(), FGM(), FGM(target="embeds"), FGM(relative=False),
                                          GradientPenalty(), GradientPenalty(mode="approx"), VAT(),
-                                         GaussianNoise(sigma=0.1, relative=True), GaussianNoise(consistency=True)],
+                                         GaussianNoise(sigma=0.1, relative=True), GaussianNoise(consistency=True),
+                                         PGD(), PGD(target="embeds"), AWP(start_epoch=1, steps=2),
+                                         Stack({"rdrop": RDrop(), "fgm": FGM(), "awp": AWP(start_epoch=1)})],
                          ids=repr)
 def test_regularizer_steps_never_wait_for_the_device(monkeypatch, regularizer):
     model, batch = tiny_model(dropout=0.1), tiny_batch()

@@ -29,9 +29,13 @@ def test_same_seed_same_metrics(tmp_path, regularizer):
     assert [r["train"] for r in history(tmp_path / "a")] == [r["train"] for r in history(tmp_path / "b")]
 
 
+@pytest.mark.parametrize("method", [("regularizer=rdrop",),
+                                    # EMA's average and AWP's start epoch must survive the resume too
+                                    ("regularizer=awp", "regularizer.start_epoch=2", "trainer.ema.decay=0.8")],
+                         ids=["rdrop", "awp+ema"])
 @pytest.mark.parametrize("stop_at", [7, 10])  # mid-epoch (10 batches per epoch) and exactly at an epoch end
-def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, stop_at):
-    cfg = compose_config(*SETTINGS, "regularizer=rdrop", "trainer.save_every_steps=3")
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, stop_at, method):
+    cfg = compose_config(*SETTINGS, *method, "trainer.save_every_steps=3")
     reference = run_training(cfg, tmp_path / "reference")
 
     original = Trainer.training_step

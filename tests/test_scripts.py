@@ -12,7 +12,8 @@ def test_bench_throughput_prints_a_row_per_regularizer():
                              "--steps", "1", "--warmup", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| 4 |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["none", "rdrop", "fgm", "gp", "vat", "noise"]
+    assert [row.split("|")[2].strip() for row in rows] == ["none", "rdrop", "fgm", "gp", "vat", "noise", "pgd", "awp",
+                                                            "rdrop_fgm", "none+ema", "fgm+ema"]
     assert rows[0].split("|")[5].strip() == "1.00×"
 
 
@@ -21,7 +22,7 @@ def test_benchmark_dry_run_lists_one_sweep_per_cell_and_preset():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == 16 and all(line.startswith("regner sweep experiment=bench_cpu_") for line in lines)
+    assert len(lines) == 24 and all(line.startswith("regner sweep experiment=bench_cpu_") for line in lines)
     assert all("seed=1,2,3" in line for line in lines)
 
 
@@ -38,6 +39,8 @@ def test_check_defaults_flags_a_default_that_collapses(tmp_path):
     for job, (regularizer, f1) in enumerate(scores.items()):
         fake_run(tmp_path, "weibo", job, regularizer, f1, 1, dataset="weibo")
     fake_run(tmp_path, "weibo", 9, "noise", 0, 1, dataset="weibo", status="failed", diverged=True)
-    table, problems = module.verdicts(tmp_path, ["weibo"])
+    table, problems = module.verdicts(tmp_path, ["weibo"], list(scores) + ["noise"])
     assert sorted(p.split(":")[0] for p in problems) == ["weibo/noise", "weibo/vat"]
+    _, every = module.verdicts(tmp_path, ["weibo"])  # by default every regularizer: the ones not run are problems
+    assert "weibo/pgd: not run" in every
     assert "| weibo | rdrop | 0.5800 |" in table and "0.97×" in table

@@ -27,12 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from regner.distributed import Distributed, env_rank
 from regner.interrupt import Interrupted, StopFlag
+from regner.optim import linear_schedule
 from regner.pretraining.corpus import Corpus, build_corpus, pack
 from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
 from regner.trainer import (
     _progress,
     autocast_factory,
-    linear_schedule,
     load_optimization_state,
     optimization_state,
     process_max_rss_mb,

@@ -5,8 +5,14 @@ gradient penalty a second-order one), so :meth:`Regularizer.step` receives a :cl
 with everything it may need and calls ``step.backward`` itself. It returns the terms it computed,
 detached, for logging: always ``loss`` and ``ce``, plus its own extra term(s).
 
-Adding a regularizer: subclass :class:`Regularizer` in a new module and add a YAML file under
-``conf/regularizer/`` whose ``_target_`` names the class; Hydra instantiates it with the YAML keys.
+Adversarial regularizers (FGM, PGD, AWP) subclass :class:`Adversarial`: they act *after* a clean
+backward, from the gradients it left, and so can follow any other regularizer's step in a
+:class:`~regner.regularizers.stack.Stack` (R-Drop + FGM: one clean pass with its KL, then the
+adversarial pass).
+
+Adding a regularizer: subclass :class:`Regularizer` (or :class:`Adversarial`) in a new module and add
+a YAML file under ``conf/regularizer/`` whose ``_target_`` names the class; Hydra instantiates it
+with the YAML keys.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class TrainingStep:
     backward: Callable[[torch.Tensor], None] = field(default=lambda loss: loss.backward())
     autocast: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
     grad_scale: float = 1.0  # loss scale applied by ``backward`` (fp16 GradScaler), 1 otherwise
+    epoch: int = 1  # the training epoch this step belongs to (1-based), for schedules such as AWP's start_epoch
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -111,6 +118,36 @@ def per_sample_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
 
 
+# A perturbation counts as outside its ball only beyond this relative margin, so that a step of
+# exactly the radius (PGD with one step of size ε) is not rescaled by a rounding error.
+BALL_TOLERANCE = 1e-6
+
+
+def project_to_ball(delta: torch.Tensor, radius: torch.Tensor | float, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """``delta`` pulled back onto the ball of ``radius`` when it lies outside (by more than the
+    tolerance); ``norm`` is ‖delta‖ in whatever grouping the ball uses (global, or per sample)."""
+    norm = delta.norm() if norm is None else norm
+    radius = torch.as_tensor(radius, dtype=norm.dtype, device=norm.device)
+    outside = norm > radius * (1 + BALL_TOLERANCE)
+    return delta * torch.where(outside, radius / norm.clamp_min(1e-30), torch.ones_like(norm))
+
+
+def unit_step(grad: torch.Tensor, size: torch.Tensor | float) -> torch.Tensor:
+    """size · g/‖g‖ over the whole tensor, without a host sync: zero when ‖g‖ is zero or not finite."""
+    norm = grad.norm()
+    scale = torch.where(torch.isfinite(norm) & (norm > 0), size / norm, torch.zeros_like(norm))
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) * scale
+
+
+def used_rows_norm(step: TrainingStep, weight: torch.Tensor) -> torch.Tensor:
+    """‖rows of the embedding matrix used by the batch's real tokens‖ (padding and the PAD row
+    excluded), without a host sync: what a relative ε of the word-embedding weights is relative to."""
+    present = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    present.scatter_reduce_(0, step.input_ids.flatten(), step.attention_mask.flatten().to(weight.dtype),
+                            reduce="amax")
+    return (weight.detach().pow(2).sum(-1) * present).sum().sqrt()
+
+
 class Regularizer:
     """Base class: plain training. Subclasses override :meth:`step`."""
 
@@ -131,3 +168,25 @@ class Regularizer:
     def __repr__(self) -> str:
         knobs = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in knobs.items())})"
+
+
+class Adversarial(Regularizer):
+    """A regularizer that adds passes after a clean backward, computed from the gradients it left.
+
+    :meth:`attack` runs once ``step.backward`` has put the clean loss's gradients into ``.grad``;
+    it adds its own backward(s) onto them, restores every weight it touched, and returns the
+    loss it added (``loss``) and its own terms. On its own, :meth:`step` is plain CE + attack; in a
+    :class:`~regner.regularizers.stack.Stack` the clean pass is another regularizer's step.
+    """
+
+    stackable = True  # False where the attack needs state of the clean pass (FGM/PGD on the embedding output)
+
+    def attack(self, step: TrainingStep) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
+        ce = step.ce(step.scores())
+        step.backward(ce)
+        terms = self.attack(step)
+        added = terms.pop("loss")
+        return {"loss": (ce + added).detach(), "ce": ce.detach(), **terms}

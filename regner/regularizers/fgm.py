@@ -14,57 +14,55 @@ from __future__ import annotations
 import torch
 
 from regner.errors import ConfigError
-from regner.regularizers.base import Regularizer, TrainingStep, per_sample_norm, per_sample_normalize
+from regner.regularizers.base import (
+    Adversarial,
+    TrainingStep,
+    per_sample_norm,
+    per_sample_normalize,
+    unit_step,
+    used_rows_norm,
+)
+
+TARGETS = ("weights", "embeds")
 
 
-class FGM(Regularizer):
+class FGM(Adversarial):
     name = "fgm"
 
     def __init__(self, epsilon: float = 0.05, weight: float = 1.0, target: str = "weights",
                  relative: bool = True, name: str | None = None):
         super().__init__(name)
-        if target not in ("weights", "embeds"):
+        if target not in TARGETS:
             raise ConfigError("regularizer.target", target, "weights or embeds")
         self.epsilon, self.weight, self.target, self.relative = float(epsilon), float(weight), target, relative
+        self.stackable = target == "weights"
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
         if self.target == "weights":
-            ce, adversarial = self._perturb_weights(step)
-        else:
-            ce, adversarial = self._perturb_embeds(step)
+            return super().step(step)
+        ce, adversarial = self._perturb_embeds(step)
         return {"loss": (ce + self.weight * adversarial).detach(), "ce": ce.detach(), "adv_ce": adversarial.detach()}
 
-    def _perturb_weights(self, step: TrainingStep) -> tuple[torch.Tensor, torch.Tensor]:
+    def attack(self, step: TrainingStep) -> dict[str, torch.Tensor]:
+        """Push the word-embedding weights by ε·g/‖g‖ (g: their gradient so far), add the
+        adversarial CE's gradient, restore the weights bit for bit."""
         weight = step.model.encoder.get_input_embeddings().weight
-        ce = step.ce(step.scores())
-        step.backward(ce)
-        grad = weight.grad
-        if grad is None:
-            return ce, torch.zeros_like(ce)
-        norm = grad.norm()
-        epsilon = self.epsilon * (self._used_rows_norm(step, weight) if self.relative else 1.0)
+        if weight.grad is None:
+            zero = torch.zeros((), device=step.device)
+            return {"loss": zero, "adv_ce": zero}
+        epsilon = self.epsilon * (used_rows_norm(step, weight) if self.relative else 1.0)
         # No host sync: a zero or non-finite gradient norm gives a zero step (then the second pass is
         # a plain clean pass), decided on the device.
-        scale = torch.where(torch.isfinite(norm) & (norm > 0), epsilon / norm, torch.zeros_like(norm))
         backup = weight.detach().clone()
         with torch.no_grad():
-            weight.add_(torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) * scale)
+            weight.add_(unit_step(weight.grad, epsilon))
         try:
             adversarial = step.ce(step.scores())
             step.backward(self.weight * adversarial)
         finally:
             with torch.no_grad():
                 weight.copy_(backup)
-        return ce, adversarial
-
-    @staticmethod
-    def _used_rows_norm(step: TrainingStep, weight: torch.Tensor) -> torch.Tensor:
-        """‖rows of the embedding matrix used by the batch's real tokens‖ (padding and the PAD row
-        excluded), without a host sync."""
-        present = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-        present.scatter_reduce_(0, step.input_ids.flatten(), step.attention_mask.flatten().to(weight.dtype),
-                                reduce="amax")
-        return (weight.detach().pow(2).sum(-1) * present).sum().sqrt()
+        return {"loss": (self.weight * adversarial).detach(), "adv_ce": adversarial.detach()}
 
     def _perturb_embeds(self, step: TrainingStep) -> tuple[torch.Tensor, torch.Tensor]:
         embeds = step.embed()
