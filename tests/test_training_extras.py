@@ -122,3 +122,12 @@ def test_new_knobs_are_validated_before_any_data_is_read(tmp_path):
         result = regner("train", *args, "data=jsonl", "data.train=/nonexistent.jsonl", cwd=tmp_path)
         assert result.returncode == 2 and key in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not list(tmp_path.glob("outputs/*/*/metrics.json"))
+
+
+def test_pgd_step_size_follows_epsilon_unless_set():
+    from .test_training import compose_config
+
+    assert compose_config("regularizer=pgd").regularizer.step_size == pytest.approx(0.015)
+    assert compose_config("regularizer=pgd", "regularizer.epsilon=0.2").regularizer.step_size == pytest.approx(0.06)
+    assert compose_config("regularizer=pgd", "regularizer.epsilon=0.2",
+                          "regularizer.step_size=0.01").regularizer.step_size == 0.01
