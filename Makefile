@@ -21,8 +21,8 @@ test-all:  ## include the slow end-to-end tests
 lint:
 	.venv/bin/ruff check regner tests scripts
 
-benchmark:  ## the regularizer x KL matrix + report (PROFILE=cpu|gpu)
-	$(PY) scripts/benchmark.py --profile $(PROFILE)
+benchmark:  ## benchmark v2 (docs/benchmarks/PROTOCOL.md): tune, then compare every regularizer with none; rerun to continue (PROFILE=cpu|gpu|demo, ENCODER=dir)
+	$(PY) scripts/benchmark.py --profile $(PROFILE) $(if $(ENCODER),--encoder $(ENCODER))
 
 pretrain:  ## regner's small Chinese encoder (encoder=zh-mini) into outputs/pretrained/zh-mini; cached (PROFILE=gpu: zh-small)
 	.venv/bin/regner pretrain pretrain=$(if $(filter gpu,$(PROFILE)),zh-small-gpu,zh-mini)

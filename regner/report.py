@@ -303,7 +303,9 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
             "judged_on": judge, "f1_all_seeds_mean": statistics.fmean(all_seeds) if all_seeds else math.nan,
             "cost_ratio": statistics.fmean(ratios) if ratios else math.nan,
             "peak_memory_mb": max(memory, default=math.nan),
-            "delta_vs_none": math.nan, "test": "", "p": math.nan, "p_holm": math.nan, "verdict": "",
+            "delta_vs_none": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan,
+            "test": "", "p": math.nan, "p_holm": math.nan, "verdict": "",
+            "_runs": g.runs,  # not written to report.csv (keys starting with _)
         }
         if g.regularizer == "none":
             row["verdict"] = "baseline"
@@ -313,7 +315,8 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
             group_values, base_values = g.per_seed(attribute), base.per_seed(attribute)
             if group_values and base_values:
                 result = compare_seeds(group_values, base_values)
-                row.update(delta_vs_none=result.delta, test=result.test, p=result.p)
+                row.update(delta_vs_none=result.delta, delta_ci_low=result.ci[0], delta_ci_high=result.ci[1],
+                           test=result.test, p=result.p)
             if collapsed:
                 row["verdict"] = f"unstable ({collapsed} of {len(counted)} collapsed)"
             elif not group_values or not base_values:
@@ -348,12 +351,20 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def format_delta(row: dict[str, Any]) -> str:
+    """"+0.0123 [−0.0040, +0.0286] (test, paired t)": Δ, its unadjusted 95 % CI, the split and the test."""
+    delta = _num(row["delta_vs_none"], "+.4f")
+    if delta == "—":
+        return delta
+    if not math.isnan(row.get("delta_ci_low", math.nan)):
+        delta += f" [{row['delta_ci_low']:+.4f}, {row['delta_ci_high']:+.4f}]"
+    return delta + f" ({row['judged_on']}, {row['test'].split(' (')[0]})"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        delta = _num(r["delta_vs_none"], "+.4f")
-        if delta != "—":
-            delta += f" ({r['judged_on']}, {r['test'].split(' (')[0]})"
+        delta = format_delta(r)
         cells = [r["regularizer"], r["kl"], r["strength"], str(r["n"]), _pm(r["dev_f1_mean"], r["dev_f1_std"]),
                  _num(r["dev_f1_best"], ".4f"), _pm(r["test_f1_mean"], r["test_f1_std"]),
                  _num(r["f1_all_seeds_mean"], ".4f") if r["collapsed"] else "=",
@@ -375,8 +386,8 @@ def markdown_report(rows: list[dict[str, Any]], records: list[RunRecord], title:
         "it stopped on a non-finite loss; a row with any collapsed seed is *unstable*, and its **F1 all seeds** "
         "column averages every seed (a diverged run counts as 0). Only runs that differ in regularizer keys share a "
         "table; every other differing key (precision, learning rate, batch size, ...) opens its own section. "
-        "**Δ F1 vs none** is on test F1 where every run has a test split, else on dev (marked), and it is the mean "
-        "per-seed difference when seeds are shared with `none` (paired t test), else the difference of means (Welch "
+        "**Δ F1 vs none** is on test F1 where every run has a test split, else on dev (marked), with its 95 % "
+        "confidence interval (t-based, not multiplicity-adjusted); it is the mean per-seed difference when seeds are shared with `none` (paired t test), else the difference of means (Welch "
         f"t test). **Verdict**: *better*/*worse* when the Holm-adjusted p over all rows of this report is below "
         f"{SIGNIFICANCE:g}, otherwise *within noise*. Time/step is relative to the `none` runs of the same sweep and "
         "setting.", ""]
@@ -410,10 +421,11 @@ def markdown_report(rows: list[dict[str, Any]], records: list[RunRecord], title:
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["dataset"])
+    writer = csv.DictWriter(buffer, fieldnames=[k for k in rows[0] if not k.startswith("_")] if rows else ["dataset"])
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) or v == "—" else v) for k, v in r.items()})
+        writer.writerow({k: ("" if (isinstance(v, float) and math.isnan(v)) or v == "—" else v) for k, v in r.items()
+                         if not k.startswith("_")})
     return buffer.getvalue()
 
 

@@ -50,12 +50,29 @@ def t_two_sided_p(t: float, df: float) -> float:
     return regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
 
 
+def t_critical(df: float, confidence: float = 0.95) -> float:
+    """t such that P(|T| ≥ t) = 1 − confidence for Student's t with ``df`` degrees of freedom (bisection
+    on :func:`t_two_sided_p`, which falls monotonically in t)."""
+    if math.isnan(df) or df <= 0:
+        return math.nan
+    alpha, low, high = 1.0 - confidence, 0.0, 1.0
+    while t_two_sided_p(high, df) > alpha:
+        high *= 2.0
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        low, high = (middle, high) if t_two_sided_p(middle, df) > alpha else (low, middle)
+        if high - low < 1e-12 * high:
+            break
+    return (low + high) / 2.0
+
+
 @dataclass
 class TestResult:
     delta: float  # mean difference (group − baseline)
     p: float  # two-sided p-value (nan when it cannot be computed)
     test: str  # "paired t (n=…)", "Welch t (df=…)", or why there is none
     n: int  # samples in the group (pairs for the paired test)
+    ci: tuple[float, float] = (math.nan, math.nan)  # 95 % confidence interval of delta (t-based, unadjusted)
 
 
 def welch_t(group: list[float], baseline: list[float]) -> TestResult:
@@ -68,7 +85,9 @@ def welch_t(group: list[float], baseline: list[float]) -> TestResult:
     if se2 == 0:  # no spread at all: any difference is certain, none is none
         return TestResult(delta, 0.0 if delta else 1.0, "Welch t (no variance)", len(group))
     df = se2 * se2 / (va * va / (len(group) - 1) + vb * vb / (len(baseline) - 1))
-    return TestResult(delta, t_two_sided_p(delta / math.sqrt(se2), df), f"Welch t (df={df:.1f})", len(group))
+    half = t_critical(df) * math.sqrt(se2)
+    return TestResult(delta, t_two_sided_p(delta / math.sqrt(se2), df), f"Welch t (df={df:.1f})", len(group),
+                      (delta - half, delta + half))
 
 
 def paired_t(differences: list[float]) -> TestResult:
@@ -79,8 +98,10 @@ def paired_t(differences: list[float]) -> TestResult:
         return TestResult(delta, math.nan, "n<2", n)
     sd = statistics.stdev(differences)
     if sd == 0:
-        return TestResult(delta, 0.0 if delta else 1.0, f"paired t (n={n}, no variance)", n)
-    return TestResult(delta, t_two_sided_p(delta / (sd / math.sqrt(n)), n - 1), f"paired t (n={n})", n)
+        return TestResult(delta, 0.0 if delta else 1.0, f"paired t (n={n}, no variance)", n, (delta, delta))
+    se = sd / math.sqrt(n)
+    half = t_critical(n - 1) * se
+    return TestResult(delta, t_two_sided_p(delta / se, n - 1), f"paired t (n={n})", n, (delta - half, delta + half))
 
 
 def compare_seeds(group: dict, baseline: dict) -> TestResult:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
+import os
 import platform
 import sys
 import time
@@ -42,7 +44,7 @@ from regner.regularizers.awp import AWP  # noqa: E402
 from regner.regularizers.base import TrainingStep  # noqa: E402
 from regner.regularizers.fgm import FGM  # noqa: E402
 from regner.regularizers.gp import GradientPenalty  # noqa: E402
-from regner.regularizers.kl import globalpointer_kl  # noqa: E402
+from regner.regularizers.kl import KL_VARIANTS, globalpointer_kl  # noqa: E402
 from regner.regularizers.noise import GaussianNoise  # noqa: E402
 from regner.regularizers.none import NoRegularizer  # noqa: E402
 from regner.regularizers.pgd import PGD  # noqa: E402
@@ -55,24 +57,42 @@ SIZES = {
     "small": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
     "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
 }
-# name → (regularizer factory, EMA of the weights on?). AWP from the first step (its start_epoch would make
-# the measured steps plain ones); "+ema" rows add the EMA update after every optimizer step.
-REGULARIZERS = {"none": (NoRegularizer, False), "rdrop": (RDrop, False), "fgm": (FGM, False),
-                "gp": (GradientPenalty, False), "vat": (VAT, False), "noise": (GaussianNoise, False),
-                "pgd": (PGD, False), "awp": (lambda: AWP(start_epoch=1), False),
-                "rdrop_fgm": (lambda: Stack({"rdrop": RDrop(), "fgm": FGM()}), False),
-                "none+ema": (NoRegularizer, True), "fgm+ema": (FGM, True)}
+# name → (regularizer factory, EMA of the weights on?, KL). AWP from the first step (its start_epoch would make
+# the measured steps plain ones); "+ema" rows add the EMA update after every optimizer step; "/softmax" rows use
+# the softmax KL instead of the per-logit one.
+REGULARIZERS = {"none": (NoRegularizer, False, "globalpointer"), "rdrop": (RDrop, False, "globalpointer"),
+                "fgm": (FGM, False, "globalpointer"), "gp": (GradientPenalty, False, "globalpointer"),
+                "vat": (VAT, False, "globalpointer"), "noise": (GaussianNoise, False, "globalpointer"),
+                "pgd": (PGD, False, "globalpointer"), "awp": (lambda: AWP(start_epoch=1), False, "globalpointer"),
+                "rdrop_fgm": (lambda: Stack({"rdrop": RDrop(), "fgm": FGM()}), False, "globalpointer"),
+                "none+ema": (NoRegularizer, True, "globalpointer"), "fgm+ema": (FGM, True, "globalpointer"),
+                "rdrop/softmax": (RDrop, False, "softmax"), "vat/softmax": (VAT, False, "softmax")}
+DEFAULT_ROWS = [name for name in REGULARIZERS if "/" not in name]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
 VOCAB, TYPES, HEAD_SIZE = 21128, 10, 64
 
 
-def make_batches(batch_size: int, count: int, device: torch.device, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def encoder_shape(name: str) -> tuple[dict, int]:
+    """(sizes, vocabulary) of a named shape, or of a BERT directory's config.json."""
+    if name in SIZES:
+        return SIZES[name], VOCAB
+    config_file = Path(name) / "config.json"
+    if not config_file.exists():
+        sys.exit(f"bench_throughput: --encoder {name}: neither {', '.join(sorted(SIZES))} nor a directory with a config.json")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    return ({"hidden_size": config["hidden_size"], "num_layers": config["num_hidden_layers"],
+             "num_heads": config["num_attention_heads"], "intermediate_size": config["intermediate_size"]},
+            int(config["vocab_size"]))
+
+
+def make_batches(batch_size: int, count: int, device: torch.device, seed: int = 0,
+                 vocab: int = VOCAB) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):
         lengths = torch.randint(20, 51, (batch_size,), generator=g) + 2
         length = int(lengths.max())
-        ids = torch.randint(5, VOCAB, (batch_size, length), generator=g)
+        ids = torch.randint(5, vocab, (batch_size, length), generator=g)
         attention = (torch.arange(length)[None, :] < lengths[:, None]).long()
         token_mask = attention.bool().clone()
         token_mask[:, 0] = False
@@ -97,38 +117,73 @@ def model_flops_per_step(batch: dict[str, torch.Tensor], size: dict, params: int
     return 6 * params * tokens + attention + spans
 
 
+class CPUPeakMemory:
+    """Peak resident memory of this process above where it stood at :meth:`reset` (Linux: VmHWM,
+    reset through /proc/self/clear_refs), the CPU stand-in for CUDA's max_memory_allocated. It
+    counts what the allocator really holds, so run under MALLOC_MMAP_THRESHOLD_ (fixed by
+    :func:`main`): otherwise glibc keeps freed tensors in its heap and one row's peak hides the next."""
+
+    def __init__(self):
+        self.available = Path("/proc/self/clear_refs").exists()
+        self.base_kb = 0
+
+    @staticmethod
+    def _status_kb(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def reset(self) -> None:
+        if not self.available:
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.available = False
+            return
+        self.base_kb = self._status_kb("VmRSS")
+
+    def peak_mb(self) -> float:
+        return (self._status_kb("VmHWM") - self.base_kb) / 1024 if self.available else float("nan")
+
+
 def bench(args) -> list[dict]:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    size = SIZES[args.encoder]
+    size, vocab = encoder_shape(args.encoder)
     autocast = (functools.partial(torch.autocast, device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[args.precision])
                 if args.precision != "fp32" else contextlib.nullcontext)
     rows = []
     for number, batch_size in enumerate(args.batch_sizes):
-        batches = make_batches(batch_size, args.warmup + args.steps, device)
+        batches = make_batches(batch_size, args.warmup + args.steps, device, vocab=vocab)
         baseline = None
         # The process's first run also pays for thread pools, the allocator and first-call dispatch (it made
         # `none` look ~20 % slow): one untimed run of the baseline first.
         for discard, name in [(True, args.regularizers[0])] * (number == 0) + [(False, n) for n in args.regularizers]:
             torch.manual_seed(0)
             cfg = OmegaConf.create({**size, "max_position_embeddings": 512, "dropout": 0.1, "attn_implementation": "sdpa"})
-            model = SpanModel(tiny_encoder(VOCAB, cfg), [f"T{i}" for i in range(TYPES)], "globalpointer", HEAD_SIZE).to(device)
+            model = SpanModel(tiny_encoder(vocab, cfg), [f"T{i}" for i in range(TYPES)], "globalpointer", HEAD_SIZE).to(device)
             dense_params = sum(p.numel() for n, p in model.named_parameters() if "word_embeddings" not in n)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-            factory, with_ema = REGULARIZERS[name]
+            factory, with_ema, kl = REGULARIZERS[name]
             regularizer = factory()
             ema = EMA(0.999) if with_ema else None
             if ema:
                 ema.attach(model)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
+            cpu_memory = CPUPeakMemory()
             tokens, flops, elapsed = 0, 0.0, 0.0
             for index, batch in enumerate(batches):
+                if index == args.warmup:  # memory from the first timed step, once the optimizer has its state
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    else:
+                        cpu_memory.reset()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 b, length = batch["input_ids"].shape
                 step = TrainingStep(model=model, batch=batch, targets=batch["spans"],
-                                    mask=span_mask(batch["token_mask"]), kl=globalpointer_kl, autocast=autocast)
+                                    mask=span_mask(batch["token_mask"]), kl=KL_VARIANTS[kl], autocast=autocast)
                 regularizer.step(step)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -146,10 +201,12 @@ def bench(args) -> list[dict]:
                 continue
             row = {"batch": batch_size, "regularizer": name, "tokens_per_s": tokens / elapsed,
                    "ms_per_step": 1000 * elapsed / args.steps,
-                   "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
+                   "peak_mb": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                               else cpu_memory.peak_mb()),
                    "tflops": flops / elapsed / 1e12}
             baseline = baseline or row
             row["cost"] = baseline["tokens_per_s"] / row["tokens_per_s"]
+            row["memory"] = row["peak_mb"] / baseline["peak_mb"] if baseline["peak_mb"] > 0 else float("nan")
             rows.append(row)
             print(f"  batch {batch_size:>4} {name:<10} {row['tokens_per_s']:>10.0f} tok/s  x{row['cost']:.2f}", file=sys.stderr)
             del model, optimizer
@@ -207,29 +264,41 @@ def table(rows: list[dict], args) -> str:
     cuda = torch.cuda.is_available() and args.device != "cpu"
     device_name = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     peak = peak_tflops(device_name) if cuda else None
-    lines = [f"Encoder `{args.encoder}` ({SIZES[args.encoder]}), random init, GlobalPointer {TYPES} types × head {HEAD_SIZE}, "
+    size, vocab = encoder_shape(args.encoder)
+    lines = [f"Encoder `{args.encoder}` ({size}, vocabulary {vocab:,}), random init, GlobalPointer {TYPES} types × head {HEAD_SIZE}, "
              f"precision {args.precision}, {args.steps} timed steps after {args.warmup} warm-up, lengths 20–50 + specials; "
              f"{device_name}, torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d')}.", "",
-             "| batch | regularizer | tokens/s | ms/step | cost vs none | peak MB" + (" | MFU (data tokens) |" if peak else " |"),
-             "|---|---|---|---|---|---|" + ("---|" if peak else "")]
+             ("Peak MB: CUDA's max allocated memory" if cuda else
+              "Peak MB: the process's peak resident memory during the timed steps above its level before them, when "
+              "the model, its gradients' buffers, the optimizer state and the batches already existed (VmHWM; glibc's "
+              "mmap threshold fixed so freed tensors leave the process): what a step itself adds") +
+             "; memory × is that peak relative to `none`.", "",
+             "| batch | regularizer | tokens/s | ms/step | cost vs none | peak MB | memory vs none" +
+             (" | MFU (data tokens) |" if peak else " |"),
+             "|---|---|---|---|---|---|---|" + ("---|" if peak else "")]
     for r in rows:
         mfu = f" {100 * r['tflops'] / peak:.1f}% |" if peak else ""
         peak_mb = "—" if r["peak_mb"] != r["peak_mb"] else f"{r['peak_mb']:.0f}"
+        memory = "—" if r["memory"] != r["memory"] else f"{r['memory']:.2f}×"
         lines.append(f"| {r['batch']} | {r['regularizer']} | {r['tokens_per_s']:,.0f} | {r['ms_per_step']:.1f} | "
-                     f"{r['cost']:.2f}× | {peak_mb} |{mfu}")
+                     f"{r['cost']:.2f}× | {peak_mb} | {memory} |{mfu}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--encoder", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--encoder", default="tiny", help=f"{', '.join(sorted(SIZES))}, or a BERT directory (its "
+                        "config.json gives the sizes and vocabulary; its weights are not loaded: random init)")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32])
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--regularizers", type=lambda s: s.split(","), default=list(REGULARIZERS))
+    parser.add_argument("--regularizers", type=lambda s: s.split(","), default=DEFAULT_ROWS,
+                        help=f"comma list, none first (default: {','.join(DEFAULT_ROWS)}; also: "
+                             f"{','.join(n for n in REGULARIZERS if n not in DEFAULT_ROWS)})")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--json", help="also write the rows (JSON list) to this file")
     parser.add_argument("--loss-memory", metavar="B,T,L", type=lambda s: [int(x) for x in s.split(",")],
                         help="measure the span loss's peak memory at batch B, T types, length L instead")
     args = parser.parse_args()
@@ -242,10 +311,20 @@ def main() -> None:
         return
     if args.regularizers[0] != "none":
         parser.error("--regularizers must start with none (the baseline of the cost ratios)")
-    text = table(bench(args), args)
+    unknown = [name for name in args.regularizers if name not in REGULARIZERS]
+    if unknown:
+        parser.error(f"--regularizers: unknown {unknown}; choose from {', '.join(REGULARIZERS)}")
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and sys.platform.startswith("linux"):
+        # A fixed mmap threshold (glibc otherwise raises it after each free) returns freed tensors to the system,
+        # so the CPU peak-memory figure of one row does not hide inside the heap left by the previous one.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
+    rows = bench(args)
+    text = table(rows, args)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,15 @@ def test_bench_throughput_prints_a_row_per_regularizer():
     assert rows[0].split("|")[5].strip() == "1.00×"
 
 
-def test_benchmark_dry_run_lists_one_sweep_per_cell_and_preset():
-    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", "cpu", "--dry-run"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+def test_benchmark_dry_run_lists_the_tune_sweep_of_each_dataset(tmp_path):
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", "cpu", "--dry-run", "--out",
+                             str(tmp_path / "bench")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    assert len(lines) == 24 and all(line.startswith("regner sweep experiment=bench_cpu_") for line in lines)
-    assert all("seed=1,2,3" in line for line in lines)
+    sweeps = [line for line in result.stdout.splitlines() if line.startswith("regner sweep")]
+    assert len(sweeps) == 2 and all("hydra/launcher=joblib" in s and "seed=101" in s for s in sweeps)
+    assert "weibo.pretrained.rdrop_softmax.3" in sweeps[0] and "cluener.pretrained.ema.0.99" in sweeps[1]
+    assert "then stage 2: 24 presets × seeds [1, 2, 3, 4, 5]" in result.stdout  # 12 methods × 2 regimes
+    assert not (tmp_path / "bench").exists()
 
 
 def test_check_defaults_flags_a_default_that_collapses(tmp_path):

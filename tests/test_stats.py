@@ -5,7 +5,15 @@ import random
 
 import pytest
 
-from regner.stats import compare_seeds, holm, paired_t, regularized_incomplete_beta, t_two_sided_p, welch_t
+from regner.stats import (
+    compare_seeds,
+    holm,
+    paired_t,
+    regularized_incomplete_beta,
+    t_critical,
+    t_two_sided_p,
+    welch_t,
+)
 
 
 def test_t_tail_matches_closed_forms_and_tables():
@@ -31,6 +39,25 @@ def test_welch_degrees_of_freedom_and_p():
     df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
     assert result.delta == pytest.approx(0.09) and f"df={df:.1f}" in result.test
     assert result.p == pytest.approx(t_two_sided_p(0.09 / math.sqrt(va + vb), df))
+
+
+def test_t_critical_values_and_confidence_intervals():
+    for df, critical in ((1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (30, 2.042272)):
+        assert t_critical(df) == pytest.approx(critical, rel=1e-6)  # two-sided 5 % from t tables
+    assert t_critical(4, 0.90) == pytest.approx(2.131847, rel=1e-6)
+    # paired: mean ± t(n−1) · sd/√n, by hand for differences 0.01, 0.03, 0.02, 0.04, 0.00
+    diffs = [0.01, 0.03, 0.02, 0.04, 0.00]
+    half = 2.776445 * math.sqrt(sum((d - 0.02) ** 2 for d in diffs) / 4) / math.sqrt(5)
+    low, high = paired_t(diffs).ci
+    assert low == pytest.approx(0.02 - half, abs=1e-8) and high == pytest.approx(0.02 + half, abs=1e-8)
+    # the interval excludes 0 exactly when p < 0.05
+    for sample in ([0.01, 0.02, 0.015], [0.01, -0.02, 0.015], [0.1, 0.3, -0.05, 0.2]):
+        result = paired_t(sample)
+        assert (result.ci[0] > 0 or result.ci[1] < 0) == (result.p < 0.05)
+    welch = welch_t([0.70, 0.71, 0.72], [0.60, 0.62, 0.64])
+    va, vb = 0.0001 / 3, 0.0004 / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)  # Welch–Satterthwaite, by hand
+    assert welch.ci[1] - welch.delta == pytest.approx(t_critical(df) * math.sqrt(va + vb), rel=1e-9)
 
 
 def test_zero_spread_with_a_difference_is_not_noise():

@@ -1,0 +1,253 @@
+"""Benchmark v2 (regner/benchmark.py): the profile, the presets, the strength choice, and the whole
+pipeline on the demo data (tune → choose → final → costs → report), with its statistics checked by hand."""
+
+import csv
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from regner.benchmark import (
+    Method,
+    ProfileError,
+    choose_strength,
+    load_profile,
+    pareto_front,
+    preset_yaml,
+    relative_strength,
+    run_state,
+)
+from regner.cli import config_dir
+
+from .test_cli import regner
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = sorted((REPO / "scripts" / "matrices").glob("*.yaml"))
+EVERY_METHOD = {"none", "rdrop", "rdrop_softmax", "vat", "vat_softmax", "fgm", "pgd", "awp", "gp", "noise", "ema",
+                "rdrop_fgm"}
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_every_profile_composes_every_run(path, tmp_path):
+    """Each preset a profile generates is a valid regner config (never run in CI, so composed here)."""
+    from regner.benchmark import final_jobs, tune_jobs
+    from regner.validation import validate_config
+
+    profile = load_profile(path, encoder=str(tmp_path))
+    if path.stem in ("cpu", "gpu"):
+        assert set(profile.methods) == EVERY_METHOD and len(profile.final_seeds) >= 5 and set(profile.regimes) == {
+            "pretrained", "random"}
+        assert {"weibo", "cluener"} <= set(profile.datasets)
+    seen = set()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for dataset in profile.datasets:
+            chosen = {(r, m.name): m.grid[0] for r in profile.regimes for m in profile.methods.values() if m.tuned}
+            for job in [*tune_jobs(profile, dataset), *final_jobs(profile, dataset, chosen)]:
+                cfg = compose("config", overrides=job.overrides)
+                validate_config(cfg)
+                seen.add((cfg.regularizer.name, cfg.kl.name if "kl=" in " ".join(job.overrides) else None))
+                if job.method == "ema":
+                    assert cfg.trainer.ema.decay in profile.methods["ema"].grid
+    if path.stem == "cpu":  # the CLUENER arm tests on the official dev set and tunes on a dev carved from train
+        overrides = " ".join(profile.datasets["cluener"])
+        assert "data.dev=null" in overrides and "cluener/dev.json" in overrides
+        assert ("rdrop", "softmax") in seen and ("vat", "globalpointer") in seen
+
+
+@pytest.mark.parametrize("text, message", [
+    ("methods: {none: [regularizer=none]}", "`regimes` must be a non-empty mapping"),
+    ("""regimes: {a: []}
+datasets: {d: [data=demo]}
+methods: {fgm: [regularizer=fgm]}
+tune: {seeds: [1]}
+final: {seeds: [2]}""", "must include `none`"),
+    ("""regimes: {a: []}
+datasets: {d: [data=demo]}
+methods: {none: [regularizer=none]}
+tune: {seeds: [1]}
+final: {seeds: [1, 2]}""", "tune.seeds and final.seeds must differ"),
+    ("""regimes: {a: ["encoder.pretrained={encoder}"]}
+datasets: {d: [data=demo]}
+methods: {none: [regularizer=none]}
+tune: {seeds: [1]}
+final: {seeds: [2]}""", "no encoder directory was given"),
+    ("""regimes: {a: []}
+datasets: {d: [data=demo]}
+methods: {none: [regularizer=none], fgm: {overrides: [regularizer=fgm], grid: {alpha: [1], regularizer.epsilon: [1]}}}
+tune: {seeds: [1], regimes: [a]}
+final: {seeds: [2]}""", "sweeps one knob"),
+])
+def test_bad_profiles_say_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)
+
+
+def test_presets_turn_overrides_into_a_global_package():
+    import yaml
+
+    text = preset_yaml(["data=cluener", "data.dev=null", "data.test=${data.root}/cluener/dev.json", "alpha=3",
+                        "regularizer=rdrop", "trainer.ema.decay=0.99"])
+    assert text.startswith("# @package _global_")
+    body = yaml.safe_load(text)
+    assert body["defaults"] == [{"override /data": "cluener"}, {"override /regularizer": "rdrop"}, "_self_"]
+    assert body["data"] == {"dev": None, "test": "${data.root}/cluener/dev.json"} and body["alpha"] == 3
+    assert body["trainer"] == {"ema": {"decay": 0.99}}
+    with pytest.raises(ProfileError):
+        preset_yaml(["+regularizer@x=fgm"])
+
+
+def test_strength_choice_takes_the_best_mean_and_breaks_ties_towards_the_default():
+    method = Method("fgm", [], "regularizer.epsilon", [0.015, 0.05, 0.15], 0.05)
+    assert choose_strength(method, {0.015: [0.5, 0.7], 0.05: [0.55], 0.15: [0.61]})[0] == 0.15
+    assert choose_strength(method, {0.015: [0.6], 0.05: [0.6], 0.15: [0.6]})[0] == 0.05  # tie: the default
+    assert choose_strength(method, {0.015: [0.6], 0.05: [0.1], 0.15: [0.6]})[0] in (0.015, 0.15)
+    assert choose_strength(method, {0.015: [], 0.05: [], 0.15: []}) == (0.05, "no tune result")
+    ema = Method("ema", [], "trainer.ema.decay", [0.9, 0.967, 0.99], 0.967)
+    assert relative_strength(ema, 0.99) == pytest.approx(3.3, rel=1e-9)  # horizon 100 vs 30 steps
+    assert relative_strength(method, 0.15) == pytest.approx(3.0)
+
+
+def test_pareto_front_keeps_what_nothing_beats():
+    points = [(1.0, 0.0), (2.0, 0.01), (1.8, 0.03), (3.5, 0.02), (4.0, 0.05), (1.2, -0.01)]
+    assert pareto_front(points) == [(1.0, 0.0), (1.8, 0.03), (4.0, 0.05)]
+
+
+def test_run_states(tmp_path):
+    assert run_state(tmp_path / "nothing") == "missing"
+    (tmp_path / "a").mkdir()
+    assert run_state(tmp_path / "a") == "abandoned"
+    (tmp_path / "a" / "status.json").write_text(json.dumps({"status": "running"}))
+    assert run_state(tmp_path / "a") == "abandoned"  # no lock, no saved state: killed before its first save
+    (tmp_path / "a" / "last").mkdir()
+    (tmp_path / "a" / "last" / "trainer_state.pt").write_bytes(b"x")
+    assert run_state(tmp_path / "a") == "interrupted"
+    (tmp_path / "a" / "status.json").write_text(json.dumps({"status": "failed", "diverged": True}))
+    assert run_state(tmp_path / "a") == "diverged"
+
+
+# -- the whole pipeline on the demo data ---------------------------------------------------------
+
+DEMO_PROFILE = """
+description: "test profile"
+jobs: 2
+regimes:
+  pretrained: [encoder=pretrained, "encoder.pretrained={encoder}", encoder.lr=3e-3, encoder.head_lr=3e-3]
+  random: [encoder=pretrained, "encoder.pretrained={encoder}", encoder.random_init=true, encoder.lr=3e-3, encoder.head_lr=3e-3]
+datasets:
+  demo: [data=demo, data.train_size=80, data.dev_size=30, data.test_size=30, data.max_length=48]
+common: [trainer.max_epochs=2, trainer.batch_size=16, trainer.patience=0, head.head_size=16]
+tune: {seeds: [101], regimes: [pretrained]}
+final: {seeds: [1, 2]}
+methods:
+  none: [regularizer=none]
+  fgm: {overrides: [regularizer=fgm], grid: {regularizer.epsilon: [0.05, 0.3]}, default: 0.05}
+throughput: [--encoder, "{encoder}", --batch-sizes, "4", --steps, "1", --warmup, "0"]
+"""
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    from regner.data.demo import generate_split
+
+    root = tmp_path_factory.mktemp("encoder")
+    (root / "corpus.txt").write_text("\n".join(ex.text for ex in generate_split(200, 3, "train")), encoding="utf-8")
+    result = regner("pretrain", f"pretrain.corpus=[{root / 'corpus.txt'}]", "encoder.hidden_size=32",
+                    "encoder.num_layers=1", "pretrain.max_length=32", "pretrain.batch_size=16", "pretrain.epochs=1",
+                    "pretrain.progress=false", f"hydra.run.dir={root / 'enc'}", cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "enc"
+
+
+def benchmark(profile: Path, encoder: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", str(profile), "--encoder", str(encoder),
+                           "--out", str(out), "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
+    profile, out = tmp_path / "demo.yaml", tmp_path / "bench"
+    profile.write_text(DEMO_PROFILE)
+    result = benchmark(profile, encoder_dir, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "## demo — pretrained" in report and "## demo — random" in report
+    header = ("| method | regularizer | KL | strength | n | test F1 (mean ± std) | Δ F1 vs none [95 % CI] | p (Holm) | "
+              "verdict | collapsed | hit epoch cap | cost × | memory × |")
+    assert report.count(header) == 2
+    assert "Strengths tuned in the pretrained regime" in report or "tuned in the pretrained regime" in report
+    assert (out / "f1_vs_strength.png").exists() and (out / "cost_vs_gain.png").exists()
+
+    # stage 1 chose the epsilon with the better dev F1 (one tune seed)
+    tune = {eps: json.loads((out / "demo" / "tune" / f"demo.pretrained.fgm.{eps}" / "seed-101" /
+                              "metrics.json").read_text())["dev"]["f1"] for eps in ("0.05", "0.3")}
+    best = max(tune, key=lambda eps: (tune[eps], eps == "0.05"))
+    stage1 = list(csv.DictReader((out / "stage1.csv").open()))
+    assert [r["value"] for r in stage1 if r["chosen"] == "True"] == [best]
+
+    # stage 2: paired test F1 differences, by hand (n = 2, so t has 1 df: a Cauchy tail), Holm over both rows
+    rows = {(r["regime"], r["method"]): r for r in csv.DictReader((out / "report.csv").open())}
+    hand = {}
+    for regime in ("pretrained", "random"):
+        def test_f1(method, seed, regime=regime):
+            name = f"demo.{regime}.{method}" + (f".{best}" if method == "fgm" else "")
+            path = out / "demo" / "final" / name / f"seed-{seed}" / "metrics.json"
+            return json.loads(path.read_text())["test"]["f1"]
+
+        diffs = [test_f1("fgm", s) - test_f1("none", s) for s in (1, 2)]
+        mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+        row = rows[(regime, "fgm")]
+        assert float(row["delta_vs_none"]) == pytest.approx(mean, abs=1e-12)
+        assert row["judged_on"] == "test" and row["test"] == "paired t (n=2)"
+        if sd > 0:
+            p = 1 - 2 * math.atan(abs(mean) / (sd / math.sqrt(2))) / math.pi
+            half = 12.706205 * sd / math.sqrt(2)
+            assert float(row["p"]) == pytest.approx(p, rel=1e-6)
+            assert float(row["delta_ci_low"]) == pytest.approx(mean - half, abs=1e-6)
+            assert float(row["delta_ci_high"]) == pytest.approx(mean + half, abs=1e-6)
+            hand[regime] = p
+    if len(hand) == 2:  # Holm over the two tested rows
+        (low_regime, low), (high_regime, high) = sorted(hand.items(), key=lambda kv: kv[1])
+        assert float(rows[(low_regime, "fgm")]["p_holm"]) == pytest.approx(min(1, 2 * low), rel=1e-6)
+        assert float(rows[(high_regime, "fgm")]["p_holm"]) == pytest.approx(min(1, max(2 * low, high)), rel=1e-6)
+    assert json.loads((out / "throughput.json").read_text())[0]["regularizer"] == "none"
+
+    # an interrupted run is resumed, one killed before saving anything is rerun, finished ones are kept
+    final = out / "demo" / "final"
+    interrupted = final / "demo.random.none" / "seed-2"
+    before = json.loads((interrupted / "metrics.json").read_text())["test"]["f1"]
+    (interrupted / "metrics.json").unlink()
+    (interrupted / "status.json").write_text(json.dumps({"status": "interrupted"}))
+    abandoned = final / "demo.pretrained.none" / "seed-1"
+    kept = final / "demo.random.none" / "seed-1"
+    kept_time = (kept / "metrics.json").stat().st_mtime_ns
+    for child in abandoned.iterdir():
+        if child.name != "status.json":
+            subprocess.run(["rm", "-rf", str(child)], check=True)
+    (abandoned / "status.json").write_text(json.dumps({"status": "running"}))
+    again = benchmark(profile, encoder_dir, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {interrupted}" in again.stderr and f"removing {abandoned}" in again.stderr
+    assert json.loads((interrupted / "metrics.json").read_text())["test"]["f1"] == before
+    assert run_state(abandoned) == "completed" and (kept / "metrics.json").stat().st_mtime_ns == kept_time
+    assert len(json.loads((out / "timing.json").read_text())["invocations"]) == 2
+
+
+def test_another_profile_never_continues_a_benchmark_directory(tmp_path, encoder_dir):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "profile.yaml").write_text("something else")
+    profile = tmp_path / "demo.yaml"
+    profile.write_text(DEMO_PROFILE)
+    result = benchmark(profile, encoder_dir, out)
+    assert result.returncode == 2 and "holds a benchmark of another profile" in result.stderr
+    missing = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", "cpu", "--encoder",
+                              str(tmp_path / "nope"), "--out", str(tmp_path / "o")], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and "make pretrain" in missing.stderr
+    assert not (tmp_path / "o").exists()
