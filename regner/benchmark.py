@@ -22,6 +22,7 @@ benchmark picks up where it stopped. Costs (time per step and peak memory relati
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -78,6 +79,7 @@ class Profile:
     jobs: int
     throughput: list[str]
     encoder: str | None = None  # the pretrained encoder directory ({encoder} in the regimes)
+    keep_checkpoints: bool = False  # keep each finished run's checkpoint/ and last/ (else removed: disk)
 
 
 def _list(spec: dict, key: str, where: str) -> list:
@@ -133,7 +135,8 @@ def load_profile(path: Path, encoder: str | None = None) -> Profile:
     return Profile(Path(path).stem, str(spec.get("description", "")), regimes,
                    {name: list(o) for name, o in spec["datasets"].items()}, list(spec.get("common") or []), methods,
                    tune_seeds, tune_regimes, final_seeds, int(spec.get("jobs", 2)),
-                   [str(a).replace("{encoder}", str(encoder)) for a in spec.get("throughput") or []], encoder)
+                   [str(a).replace("{encoder}", str(encoder)) for a in spec.get("throughput") or []], encoder,
+                   bool(spec.get("keep_checkpoints", False)))
 
 
 # -- presets -----------------------------------------------------------------------------------
@@ -389,7 +392,7 @@ class Progress:
             self._bar.stop()
 
 
-def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progress) -> int:
+def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progress, prune_runs: bool = True) -> int:
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(['regner', *command[3:]])}\n")
         log.flush()
@@ -401,6 +404,8 @@ def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progre
         def poll():
             while not stop.wait(5.0):
                 progress.update()
+                if prune_runs:
+                    prune(progress.directories)
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -415,6 +420,8 @@ def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progre
             stop.set()
             poller.join()
     progress.update()
+    if prune_runs:
+        prune(progress.directories)
     return code
 
 
@@ -734,10 +741,46 @@ def profile_path(name: str) -> Path:
     return path if path.suffix in (".yaml", ".yml") else REPO / "scripts" / "matrices" / f"{name}.yaml"
 
 
+def encoder_fingerprint(encoder: str | None) -> str:
+    """sha256 of the encoder directory's config, weights and tokenizer: a benchmark continued in
+    another session must fine-tune the very same encoder (``make pretrain`` reruns give it bit for bit
+    on the same machine type, and this checks it)."""
+    if not encoder:
+        return "none"
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt"):
+        path = Path(encoder) / name
+        if path.exists():
+            digest.update(name.encode())
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+# Heavy files a finished benchmark run does not need (the report reads metrics.json, status.json and
+# config.yaml): removed as runs complete unless the profile sets keep_checkpoints, and ignored by git,
+# so that a benchmark directory can be committed with its raw results.
+PRUNED = ("checkpoint", "last")
+GITIGNORE = "# written by regner.benchmark: what a finished benchmark run does not need\n" \
+            "checkpoint/\nlast/\n.hydra/\nregner.log\n.regner.lock\n*.tmp\npresets/\n*.log\nmultirun.yaml\n"
+
+
+def prune(directories: list[Path]) -> None:
+    """Remove the checkpoint and resumable state of completed runs (disk: ~75 MB each for zh-mini)."""
+    for directory in directories:
+        if run_state(directory) == "completed":
+            for name in PRUNED:
+                shutil.rmtree(directory / name, ignore_errors=True)
+
+
 def claim_out(out: Path, profile_file: Path, encoder: str | None) -> None:
-    """``out`` holds this benchmark only: a rerun with the same profile continues it; another profile
-    (whose runs would be mistaken for these) is refused."""
-    identity = profile_file.read_text(encoding="utf-8") + f"\n# encoder: {encoder}\n"
+    """``out`` holds this benchmark only: a rerun with the same profile and encoder continues it;
+    another profile or encoder (whose runs would be mistaken for these) is refused."""
+    spec = yaml.safe_load(profile_file.read_text(encoding="utf-8"))  # its content: comments may change
+    spec.pop("description", None)
+    identity = yaml.safe_dump({"profile": spec, "encoder": str(encoder),
+                               "encoder_sha256": encoder_fingerprint(encoder)}, allow_unicode=True, sort_keys=True)
     saved = out / "profile.yaml"
     if saved.exists() and saved.read_text(encoding="utf-8") != identity:
         raise ProfileError(f"{out} holds a benchmark of another profile or encoder ({saved} differs from "
@@ -745,6 +788,8 @@ def claim_out(out: Path, profile_file: Path, encoder: str | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not saved.exists():
         saved.write_text(identity, encoding="utf-8")
+    if not (out / ".gitignore").exists():
+        (out / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
 
 
 class Ledger:
@@ -774,7 +819,7 @@ def _pending(out: Path, jobs: list[Job], seeds: list[int]) -> list[Job]:
 
 
 def run_stage(out: Path, dataset: str, stage: str, jobs: list[Job], seeds: list[int], parallel: int, threads: int,
-              progress: Progress, say) -> int:
+              progress: Progress, say, prune_runs: bool = True) -> int:
     pending = _pending(out, jobs, seeds)
     if not pending:
         return 0
@@ -787,7 +832,7 @@ def run_stage(out: Path, dataset: str, stage: str, jobs: list[Job], seeds: list[
     say(f"{dataset} {stage}: {len(pending)} preset(s) × {len(seeds)} seed(s), {parallel} job(s) in parallel with "
         f"{threads} thread(s) each")
     return run_sweep(sweep_command(out, presets, pending, seeds, stage, dataset, parallel, threads),
-                     out / f"{dataset}-{stage}.log", threads, progress)
+                     out / f"{dataset}-{stage}.log", threads, progress, prune_runs)
 
 
 def run_throughput(out: Path, profile: Profile, say) -> None:
@@ -872,10 +917,10 @@ def main(argv: list[str] | None = None) -> int:
         with progress:
             for dataset in profile.datasets:
                 failures += run_stage(out, dataset, "tune", tune_jobs(profile, dataset), profile.tune_seeds,
-                                      parallel, threads, progress, say) != 0
+                                      parallel, threads, progress, say, not profile.keep_checkpoints) != 0
                 chosen, _ = select(profile, out, dataset)
                 failures += run_stage(out, dataset, "final", final_jobs(profile, dataset, chosen), profile.final_seeds,
-                                      parallel, threads, progress, say) != 0
+                                      parallel, threads, progress, say, not profile.keep_checkpoints) != 0
         run_throughput(out, profile, say)
         finished = True
     except KeyboardInterrupt:

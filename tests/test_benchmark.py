@@ -46,13 +46,17 @@ def test_every_profile_composes_every_run(path, tmp_path):
     seen = set()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         for dataset in profile.datasets:
-            chosen = {(r, m.name): m.grid[0] for r in profile.regimes for m in profile.methods.values() if m.tuned}
-            for job in [*tune_jobs(profile, dataset), *final_jobs(profile, dataset, chosen)]:
+            chosen = {(r, m.name): m.grid[-1] for r in profile.regimes for m in profile.methods.values() if m.tuned}
+            tune = {}  # one grid value per (regime, method) is composed: the others differ by one number
+            for job in tune_jobs(profile, dataset):
+                tune.setdefault((job.regime, job.method), job)
+            for job in [*tune.values(), *final_jobs(profile, dataset, chosen)]:
                 cfg = compose("config", overrides=job.overrides)
                 validate_config(cfg)
                 seen.add((cfg.regularizer.name, cfg.kl.name if "kl=" in " ".join(job.overrides) else None))
                 if job.method == "ema":
                     assert cfg.trainer.ema.decay in profile.methods["ema"].grid
+                    assert all(0 < d < 1 for d in profile.methods["ema"].grid)
     if path.stem == "cpu":  # the CLUENER arm tests on the official dev set and tunes on a dev carved from train
         overrides = " ".join(profile.datasets["cluener"])
         assert "data.dev=null" in overrides and "cluener/dev.json" in overrides
@@ -132,11 +136,27 @@ def test_run_states(tmp_path):
     assert run_state(tmp_path / "a") == "diverged"
 
 
+def test_prune_keeps_what_a_report_reads_and_git_ignores_the_rest(tmp_path):
+    from regner.benchmark import GITIGNORE, prune
+
+    done, running = tmp_path / "done", tmp_path / "running"
+    for run, status in ((done, "completed"), (running, "interrupted")):
+        (run / "checkpoint").mkdir(parents=True)
+        (run / "last").mkdir()
+        (run / "status.json").write_text(json.dumps({"status": status}))
+    (done / "metrics.json").write_text("{}")
+    prune([done, running])
+    assert sorted(p.name for p in done.iterdir()) == ["metrics.json", "status.json"]
+    assert (running / "last").exists() and (running / "checkpoint").exists()  # still needed to resume
+    assert {"checkpoint/", "last/", ".hydra/"} <= set(GITIGNORE.splitlines())
+
+
 # -- the whole pipeline on the demo data ---------------------------------------------------------
 
 DEMO_PROFILE = """
 description: "test profile"
 jobs: 2
+keep_checkpoints: true   # the resume check below needs the runs' saved state
 regimes:
   pretrained: [encoder=pretrained, "encoder.pretrained={encoder}", encoder.lr=3e-3, encoder.head_lr=3e-3]
   random: [encoder=pretrained, "encoder.pretrained={encoder}", encoder.random_init=true, encoder.lr=3e-3, encoder.head_lr=3e-3]
