@@ -1,10 +1,13 @@
 """Trainer callbacks: features that hook into the training loop without branching through it.
 
 The loop calls, in order: :meth:`Callback.on_train_start` once the model and optimizer exist (before a
-resume loads saved state), :meth:`Callback.on_step_end` after every optimizer step,
+resume loads saved state), :meth:`Callback.on_train_begin` once the state to continue from is loaded,
+:meth:`Callback.on_step_end` after every optimizer step, :meth:`Callback.on_terms` with the mean
+training terms whenever the loop reads them back from the device (every ``check_every`` steps),
 :meth:`Callback.evaluation_weights` around each dev evaluation and best-checkpoint save,
-:meth:`Callback.on_evaluate` with the epoch's history record. :meth:`Callback.state_dict` goes into the
-resumable state, so a resumed run continues every callback exactly.
+:meth:`Callback.on_evaluate` with the epoch's history record, and :meth:`Callback.on_train_end` with the
+final metrics (None when the run stopped early on an error or interrupt). :meth:`Callback.state_dict`
+goes into the resumable state, so a resumed run continues every callback exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ class Callback:
     def on_train_start(self, trainer: Any) -> None:
         pass
 
+    def on_train_begin(self, trainer: Any) -> None:
+        pass
+
     def on_step_end(self, trainer: Any) -> None:
+        pass
+
+    def on_terms(self, trainer: Any, terms: dict[str, float]) -> None:
+        pass
+
+    def on_train_end(self, trainer: Any, metrics: dict[str, Any] | None) -> None:
         pass
 
     @contextlib.contextmanager
@@ -50,9 +62,21 @@ class Callbacks:
         for callback in self.callbacks:
             callback.on_train_start(trainer)
 
+    def on_train_begin(self, trainer: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_train_begin(trainer)
+
     def on_step_end(self, trainer: Any) -> None:
         for callback in self.callbacks:
             callback.on_step_end(trainer)
+
+    def on_terms(self, trainer: Any, terms: dict[str, float]) -> None:
+        for callback in self.callbacks:
+            callback.on_terms(trainer, terms)
+
+    def on_train_end(self, trainer: Any, metrics: dict[str, Any] | None) -> None:
+        for callback in self.callbacks:
+            callback.on_train_end(trainer, metrics)
 
     @contextlib.contextmanager
     def evaluation_weights(self, trainer: Any) -> Iterator[None]:
@@ -76,10 +100,13 @@ class Callbacks:
 
 def build_callbacks(tcfg: Any) -> Callbacks:
     """The callbacks the ``trainer`` config asks for."""
+    from regner.loggers import build_loggers
+
     callbacks: list[Callback] = []
     ema = tcfg.get("ema") or {}
     if ema.get("decay"):
         from regner.ema import EMA
 
         callbacks.append(EMA(float(ema["decay"])))
+    callbacks.extend(build_loggers(tcfg))  # after EMA: the loggers see what the evaluation saw
     return Callbacks(callbacks)

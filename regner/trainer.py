@@ -354,13 +354,24 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        tcfg, start = self.tcfg, time.perf_counter()
+        start = time.perf_counter()
         self.setup()
         self.state = TrainState()
         history = History(self.run_dir / HISTORY_FILE, enabled=self.dist.is_main)
         if self.resume:
             self.load_last()
             history.load()
+        self.callbacks.on_train_begin(self)
+        try:
+            metrics = self._fit(history, start)
+        except BaseException:
+            self.callbacks.on_train_end(self, None)
+            raise
+        self.callbacks.on_train_end(self, metrics)
+        return metrics
+
+    def _fit(self, history: History, start: float) -> dict[str, Any]:
+        tcfg = self.tcfg
         state, progress = self.state, _progress(tcfg.progress and self.dist.is_main)
         save_every = tcfg.get("save_every_steps") or 0
         check_every = max(1, tcfg.get("check_every") or 1)
@@ -384,8 +395,11 @@ class Trainer:
                                           and state.batches_done < self.steps_per_epoch)
                     logging_now = tcfg.log_every and state.global_step % tcfg.log_every == 0
                     if due or saving or logging_now:
-                        for k, v in self.check_finite(pending, first_pending).items():
+                        values = self.check_finite(pending, first_pending)
+                        for k, v in values.items():
                             state.sums[k] = state.sums.get(k, 0.0) + v
+                        steps = state.global_step - first_pending + 1
+                        self.callbacks.on_terms(self, {k: v / steps for k, v in values.items()})
                         pending, first_pending = {}, state.global_step + 1
                         if progress:
                             progress.update(task, info=f"loss {state.sums['loss'] / state.batches_done:.4f}")

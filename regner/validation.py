@@ -121,6 +121,8 @@ RULES: list[Rule] = [
     boolean("trainer.compile"),
     number("trainer.layer_lr_decay", 0.0, 1.0, low_open=True),
     number("trainer.ema.decay", 0.0, 1.0, low_open=True, high_open=True, optional=True),
+    Rule("trainer.loggers", "a list of tensorboard, mlflow (or [])",
+         lambda v: isinstance(v, (list, ListConfig)) and all(x in ("tensorboard", "mlflow") for x in v), optional=True),
     # data
     integer("data.max_length", 8),
     integer("data.window_overlap", 0),
@@ -215,6 +217,21 @@ def validate_config(cfg: DictConfig) -> None:
                 Rule(key, rule.expected, rule.ok, rule.optional).check(value)
     _check_relations(cfg)
     _check_regularizer(cfg)
+    _check_loggers(cfg)
+
+
+def _check_loggers(cfg: DictConfig) -> None:
+    """A tracker that is asked for must be installed: said before any data is read."""
+    trainer = cfg.get("trainer")
+    loggers = list(trainer.get("loggers") or []) if isinstance(trainer, DictConfig) else []
+    for name, module, extra in (("mlflow", "mlflow", "track"), ("tensorboard", "tensorboard", "")):
+        if name in loggers:
+            import importlib.util
+
+            if importlib.util.find_spec(module) is None:
+                install = f"pip install 'regner[{extra}]'" if extra else f"pip install {module}"
+                raise ConfigError("trainer.loggers", loggers, f"trackers that are installed: {name} needs "
+                                  f"`{install}` (or drop it: trainer.loggers=[])")
 
 
 def _check_relations(cfg: DictConfig) -> None:
