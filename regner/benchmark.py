@@ -763,7 +763,7 @@ def encoder_fingerprint(encoder: str | None) -> str:
 # so that a benchmark directory can be committed with its raw results.
 PRUNED = ("checkpoint", "last")
 GITIGNORE = "# written by regner.benchmark: what a finished benchmark run does not need\n" \
-            "checkpoint/\nlast/\n.hydra/\nregner.log\n.regner.lock\n*.tmp\npresets/\n*.log\nmultirun.yaml\n"
+            "checkpoint/\nlast/\n.hydra/\ntensorboard/\nregner.log\n.regner.lock\n*.tmp\npresets/\n*.log\nmultirun.yaml\n"
 
 
 def prune(directories: list[Path]) -> None:
