@@ -484,6 +484,9 @@ PREDICT_OPTIONS = {  # key: (default, help)
     "device": ("cpu", "cpu, cuda, cuda:N or auto"),
     "on_error": ("record", 'a line that is not UTF-8 text or a JSON object with a string "text": record = write '
                            '{"line", "error"} for it and predict the rest; fail = stop with exit 2 naming the line'),
+    "format": ("jsonl", 'jsonl = {text, entities} per line; cluener = the CLUENER2020 leaderboard submission '
+                        '{"id", "label": {type: {mention: [[start, end_inclusive]]}}} (ids from the input\'s "id" '
+                        'field, else 0, 1, ... by line)'),
 }
 PREDICT_HELP = "usage: regner predict ckpt=RUN [key=value ...]\n\nEntities for raw texts, one JSON line per input " \
     "line ({text, entities: [{start, end, type, text, score}]}, end exclusive, score = σ(logit)).\n\n" + \
@@ -520,6 +523,8 @@ def predict_options(argv: list[str]) -> dict:
                 from None
     if options["on_error"] not in ("record", "fail"):
         raise ConfigError("on_error", options["on_error"], "record or fail")
+    if options["format"] not in ("jsonl", "cluener"):
+        raise ConfigError("format", options["format"], "jsonl or cluener")
     if not DEVICE.match(options["device"]):
         raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
     return options
@@ -552,8 +557,15 @@ def _predict(argv: list[str]) -> None:
         predictions = iter(loaded.predict([line.text for line in good], options["batch_size"], options["threshold"]))
     except user_errors() as err:
         report_error("predict", err)
-    records = [{"line": line.number, "error": line.error} if line.error else
-               {"text": line.text, "entities": next(predictions)} for line in lines]
+    if options["format"] == "cluener":
+        from regner.submission import cluener_record
+
+        records = [{"line": line.number, "error": line.error} if line.error else
+                   cluener_record(line.number - 1 if line.id is None else line.id, next(predictions))
+                   for line in lines]
+    else:
+        records = [{"line": line.number, "error": line.error} if line.error else
+                   {"text": line.text, "entities": next(predictions)} for line in lines]
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if options["output"] == "-":
         sys.stdout.write(text)

@@ -82,6 +82,7 @@ class InputLine:
     number: int
     text: str | None
     error: str | None = None
+    id: Any = None  # the JSON line's "id" field, if it has one (CLUENER's test file does)
 
 
 def read_texts(raw_lines: Iterable[bytes], source: str) -> Iterator[InputLine]:
@@ -109,4 +110,4 @@ def read_texts(raw_lines: Iterable[bytes], source: str) -> Iterator[InputLine]:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             yield InputLine(number, None, f'{source}:{number}: a JSON line needs a string "text" field')
             continue
-        yield InputLine(number, record["text"])
+        yield InputLine(number, record["text"], id=record.get("id"))
