@@ -532,7 +532,8 @@ def plots(out: Path, rows: list[dict], tune_rows: list[dict], profile: Profile,
             ax.set_xlabel("strength relative to the default (EMA: averaging horizon)")
             ax.set_ylabel("dev F1 (stage 1)")
             ax.set_title(f"{dataset} — {regime}", fontsize=9)
-            ax.legend(fontsize=6)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
         fig.tight_layout()
         written.append(out / "f1_vs_strength.png")
         fig.savefig(written[-1], dpi=110)
