@@ -10,6 +10,8 @@ its JSONL (no Hydra logging, no run directory).
                                        regner pretrain pretrain=zh-mini (what `make pretrain` runs)
     regner predict ckpt=RUN [input=FILE] [output=FILE] [batch_size=64] [threshold=..] [on_error=record]
                                        entities for raw texts (lines or JSONL "text"), as JSONL
+    regner export ckpt=RUN [output=DIR] [opset=17]
+                                       ONNX model + tokenizer + label map (regner predict ckpt=DIR backend=onnx)
     regner --version                   versions of regner, torch and transformers
 
 `regner train --help` lists the config groups and main keys; `regner predict --help` its keys.
@@ -484,6 +486,7 @@ PREDICT_OPTIONS = {  # key: (default, help)
     "device": ("cpu", "cpu, cuda, cuda:N or auto"),
     "on_error": ("record", 'a line that is not UTF-8 text or a JSON object with a string "text": record = write '
                            '{"line", "error"} for it and predict the rest; fail = stop with exit 2 naming the line'),
+    "backend": (None, "torch (a run or checkpoint) or onnx (a `regner export` directory); default: what ckpt holds"),
     "format": ("jsonl", 'jsonl = {text, entities} per line; cluener = the CLUENER2020 leaderboard submission '
                         '{"id", "label": {type: {mention: [[start, end_inclusive]]}}} (ids from the input\'s "id" '
                         'field, else 0, 1, ... by line)'),
@@ -525,6 +528,8 @@ def predict_options(argv: list[str]) -> dict:
         raise ConfigError("on_error", options["on_error"], "record or fail")
     if options["format"] not in ("jsonl", "cluener"):
         raise ConfigError("format", options["format"], "jsonl or cluener")
+    if options["backend"] not in (None, "torch", "onnx"):
+        raise ConfigError("backend", options["backend"], "torch or onnx")
     if not DEVICE.match(options["device"]):
         raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
     return options
@@ -541,7 +546,7 @@ def _predict(argv: list[str]) -> None:
         from regner.inference import LoadedModel, read_texts
         from regner.trainer import resolve_device
 
-        loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"]))
+        loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"]), options["backend"])
         source = options["input"]
         if source == "-":
             lines = list(read_texts(sys.stdin.buffer, "<stdin>"))
@@ -576,6 +581,51 @@ def _predict(argv: list[str]) -> None:
     if bad:
         print(f"regner predict: warning: {len(bad)} of {len(lines)} input lines could not be read; their records "
               f'hold {{"line", "error"}} instead of entities (first: {bad[0].error})', file=sys.stderr)
+
+
+EXPORT_OPTIONS = {
+    "ckpt": (None, "run directory, or its checkpoint/ directory (required)"),
+    "output": (None, "directory to write (default: <run dir>/onnx); replaced only once the new export is complete"),
+    "opset": ("17", "ONNX opset version (an integer ≥ 14)"),
+}
+EXPORT_HELP = "usage: regner export ckpt=RUN [key=value ...]\n\nONNX model of encoder + GlobalPointer head (dynamic " \
+    "batch and length; output: fp32 span scores), with the tokenizer and label map; run it with regner predict " \
+    "ckpt=DIR backend=onnx. Needs pip install 'regner[serve]'.\n\n" + \
+    "\n".join(f"  {k:<8}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in EXPORT_OPTIONS.items())
+
+
+def _export(argv: list[str]) -> None:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(EXPORT_HELP)
+        return
+    import importlib.util
+
+    from regner.errors import ConfigError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("regner").setLevel(logging.INFO)  # the exporter's own INFO lines are not the user's business
+    options = {k: v[0] for k, v in EXPORT_OPTIONS.items()}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in options:
+            raise UserError(f"unknown argument {arg!r}: expected key=value with a key among "
+                            f"{', '.join(EXPORT_OPTIONS)} (regner export --help)")
+        options[key] = value
+    if not options["ckpt"]:
+        raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
+    if not options["opset"].isdigit() or int(options["opset"]) < 14:
+        raise ConfigError("opset", options["opset"], "an integer ≥ 14")
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"regner export needs {' and '.join(missing)}: pip install 'regner[serve]'")
+    from regner.export import export_onnx
+    from regner.inference import checkpoint_dir
+
+    source = checkpoint_dir(options["ckpt"])
+    run_dir = source.parent if source.name == "checkpoint" else source
+    output = Path(options["output"]) if options["output"] else run_dir / "onnx"
+    path = export_onnx(source, output, int(options["opset"]))
+    print(f"regner export: {path} (predict with: regner predict ckpt={output} backend=onnx)", file=sys.stderr)
 
 
 def warn_unused_sweep_keys(args: list[str], max_checks: int = 12) -> list[str]:
@@ -675,6 +725,8 @@ def main(argv: list[str] | None = None) -> None:
             _hydra_app(rest, _pretrain_task, config_name="pretraining")
         elif command == "predict":
             _predict(rest)
+        elif command == "export":
+            _export(rest)
         else:
             print(f"regner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
             sys.exit(2)

@@ -41,8 +41,24 @@ class LoadedModel:
     device: torch.device
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", backend: str | None = None) -> LoadedModel:
+        """``backend``: torch (a checkpoint) or onnx (a ``regner export`` directory); None = what the
+        directory holds."""
         directory = checkpoint_dir(path)
+        config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
+        backend = backend or config.get("backend", "torch")
+        if backend == "onnx":
+            from transformers import AutoTokenizer
+
+            from regner.export import ONNX_FILE, OnnxSpanModel
+
+            if not (directory / ONNX_FILE).exists():
+                raise DataError(f"backend=onnx needs an exported model: no {ONNX_FILE} here; run regner export "
+                                f"ckpt={path} first", str(directory))
+            return cls(OnnxSpanModel(directory, config["labels"]), AutoTokenizer.from_pretrained(str(directory)),
+                       config, torch.device("cpu"))
+        if config.get("backend") == "onnx":
+            raise DataError("this is an ONNX export (no PyTorch weights): use backend=onnx", str(directory))
         model, tokenizer, config = SpanModel.from_pretrained(directory)
         device = torch.device(device)
         return cls(model.to(device).eval(), tokenizer, config, device)

@@ -1,0 +1,109 @@
+"""ONNX export of a trained model (encoder + GlobalPointer head) and an onnxruntime predictor.
+
+``regner export ckpt=RUN [output=DIR] [opset=17]`` writes DIR with ``model.onnx`` (inputs ``input_ids``
+and ``attention_mask`` [batch, length], int64, both axes dynamic; output ``scores`` [batch, types,
+length, length], fp32 span logits, exactly what ``SpanModel`` returns), the tokenizer and
+``regner_config.json`` (labels, max length, window overlap, threshold). ``regner predict ckpt=DIR
+backend=onnx`` runs it with onnxruntime through the same windows, decoding and merging as PyTorch.
+Needs ``pip install 'regner[serve]'`` (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from regner.model import MODEL_CONFIG
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+class _Scores(torch.nn.Module):
+    """SpanModel with a plain (input_ids, attention_mask) → scores signature for tracing."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, attention_mask)
+
+
+def export_onnx(ckpt: str | Path, output: str | Path, opset: int = 17) -> Path:
+    """Export the checkpoint of ``ckpt`` (a run or checkpoint directory) to ``output``; returns the
+    path of ``model.onnx``. The directory is written under a temporary name and renamed when complete."""
+    from regner.inference import checkpoint_dir
+    from regner.model import SpanModel
+
+    source = checkpoint_dir(ckpt)
+    output = Path(output)
+    model, tokenizer, config = SpanModel.from_pretrained(source)
+    model.eval()
+    # the exporter traces one shape; eager attention keeps the graph free of SDPA's shape-specialised kernels
+    if hasattr(model.encoder, "set_attn_implementation"):
+        model.encoder.set_attn_implementation("eager")
+    else:
+        model.encoder.config._attn_implementation = "eager"
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    ids = torch.tensor([[tokenizer.cls_token_id or 1, 5, 6, 7, tokenizer.sep_token_id or 2]] * 2)
+    mask = torch.ones_like(ids)
+    mask[1, -1] = 0
+    batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=2)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on traced Python values; the test checks the graph
+        program = torch.onnx.export(_Scores(model), (ids, mask), dynamo=True, opset_version=opset,
+                                    input_names=["input_ids", "attention_mask"], output_names=["scores"],
+                                    dynamic_shapes={"input_ids": {0: batch, 1: length},
+                                                    "attention_mask": {0: batch, 1: length}},
+                                    verbose=False, optimize=True)
+        program.save(str(partial / ONNX_FILE))
+    import onnx
+
+    onnx.checker.check_model(str(partial / ONNX_FILE))
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copy2(source / name, partial / name)
+    exported = {**config, "backend": "onnx", "onnx": {"file": ONNX_FILE, "opset": opset,
+                                                      "exported_from": str(source.resolve())}}
+    (partial / MODEL_CONFIG).write_text(json.dumps(exported, ensure_ascii=False, indent=2), encoding="utf-8")
+    if output.exists():
+        shutil.rmtree(output)
+    partial.rename(output)
+    log.info("exported %s to %s (opset %d)", source, output / ONNX_FILE, opset)
+    return output / ONNX_FILE
+
+
+class OnnxSpanModel:
+    """Stands in for :class:`~regner.model.SpanModel` at inference: same call, scores from onnxruntime."""
+
+    def __init__(self, directory: Path, labels: list[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: no third-party warnings in a default run
+        self.session = ort.InferenceSession(str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self.labels = list(labels)
+
+    def eval(self) -> OnnxSpanModel:
+        return self
+
+    def to(self, device: Any) -> OnnxSpanModel:
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = self.session.run(["scores"], {"input_ids": input_ids.cpu().numpy().astype("int64"),
+                                              "attention_mask": attention_mask.cpu().numpy().astype("int64")})[0]
+        return torch.from_numpy(scores)
