@@ -615,7 +615,7 @@ def _export(argv: list[str]) -> None:
         raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
     if not options["opset"].isdigit() or int(options["opset"]) < 14:
         raise ConfigError("opset", options["opset"], "an integer ≥ 14")
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"regner export needs {' and '.join(missing)}: pip install 'regner[serve]'")
     from regner.export import export_onnx

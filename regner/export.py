@@ -5,7 +5,7 @@ and ``attention_mask`` [batch, length], int64, both axes dynamic; output ``score
 length, length], fp32 span logits, exactly what ``SpanModel`` returns), the tokenizer and
 ``regner_config.json`` (labels, max length, window overlap, threshold). ``regner predict ckpt=DIR
 backend=onnx`` runs it with onnxruntime through the same windows, decoding and merging as PyTorch.
-Needs ``pip install 'regner[serve]'`` (onnx, onnxruntime).
+Needs ``pip install 'regner[serve]'`` (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
