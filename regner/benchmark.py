@@ -800,18 +800,31 @@ class Ledger:
         self.path, self.start = out / "timing.json", time.time()
         self.data = _read_json(self.path) or {"invocations": []}
 
-    def close(self, finished: bool) -> None:
+    def save(self, finished: bool | None = None) -> None:
+        """Record this invocation so far (``finished`` None: still running, as written every minute while
+        it runs, so a machine that goes away mid-run still leaves its time)."""
         from regner.runio import atomic_write_json
 
-        self.data["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start)),
-                                         "seconds": round(time.time() - self.start, 1), "finished": finished,
-                                         "machine": machine_description()})
-        atomic_write_json(self.path, self.data)
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start))
+        entry = {"started": started, "seconds": round(time.time() - self.start, 1), "finished": bool(finished),
+                 "machine": machine_description()}
+        runs = [r for r in self.data["invocations"] if r.get("started") != started]
+        atomic_write_json(self.path, {**self.data, "invocations": [*runs, entry]})
+        self.saved = time.time()
 
-    def summary(self) -> str:
-        runs = self.data["invocations"]
-        total = sum(i["seconds"] for i in runs) + (time.time() - self.start)
-        return (f"{total / 3600:.2f} h of wall time in {len(runs) + 1} invocation(s) "
+    def close(self, finished: bool) -> None:
+        self.save(finished)
+        self.data = _read_json(self.path) or self.data
+
+    def tick(self) -> None:
+        if time.time() - getattr(self, "saved", 0.0) > 60:
+            self.save()
+
+    def summary(self, include_now: bool = True) -> str:
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start))
+        runs = [r for r in self.data["invocations"] if r.get("started") != started]
+        total = sum(i["seconds"] for i in runs) + (time.time() - self.start if include_now else 0.0)
+        return (f"{total / 3600:.2f} h of wall time in {len(runs) + include_now} invocation(s) "
                 f"(first started {runs[0]['started'] if runs else time.strftime('%Y-%m-%d %H:%M')})")
 
 
@@ -899,7 +912,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"then stage 2: {len(final)} presets × seeds {profile.final_seeds}")
             return 0
         if args.report_only:
-            text, _ = build(out, profile)
+            ledger = Ledger(out)
+            planned = sum(len(tune_jobs(profile, d)) * len(profile.tune_seeds) + len(profile.regimes) *
+                          len(profile.methods) * len(profile.final_seeds) for d in profile.datasets)
+            done = sum(run_state(p) in FINISHED for d in profile.datasets for s in STAGES
+                       for p in (out / d / s).glob("*/seed-*"))
+            build(out, profile, f"{profile.description}. Report written {time.strftime('%Y-%m-%d %H:%M %Z')} from what "
+                                f"has run: **{done} of {planned} runs finished**"
+                                f"{' (partial results)' if done < planned else ''}; wall time so far: "
+                                f"{ledger.summary(include_now=False)}. Continue with `make benchmark"
+                                f"{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}`.")
             say(f"report: {out / 'report.md'}")
             return 0
         claim_out(out, file, profile.encoder)
@@ -913,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
                   len(profile.methods) * len(profile.final_seeds) for d in profile.datasets)
     directories = lambda: [p for d in profile.datasets for s in STAGES  # noqa: E731
                            for p in (out / d / s).glob("*/seed-*")]
-    progress = TotalProgress(directories, planned, enabled=not args.no_progress)
+    progress = TotalProgress(directories, planned, enabled=not args.no_progress, ledger=ledger)
     try:
         with progress:
             for dataset in profile.datasets:
@@ -944,15 +966,22 @@ def _interrupt(signum, frame) -> None:
 
 
 class TotalProgress(Progress):
-    """Progress over every run the benchmark will make (stage-2 directories exist only once chosen)."""
+    """Progress over every run the benchmark will make (stage-2 directories exist only once chosen);
+    each update also records the wall time so far in the ledger."""
 
-    def __init__(self, directories, total: int, enabled: bool = True):
+    def __init__(self, directories, total: int, enabled: bool = True, ledger: Ledger | None = None):
         super().__init__([], enabled)
-        self._list, self.total = directories, total
+        self._list, self.total, self.ledger = directories, total, ledger
 
     def counts(self) -> tuple[int, int]:
         self.directories = self._list()
         return super().counts()
+
+    def update(self) -> None:
+        self.directories = self._list()
+        super().update()
+        if self.ledger is not None:
+            self.ledger.tick()
 
     def __enter__(self):
         super().__enter__()

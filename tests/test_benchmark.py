@@ -255,7 +255,13 @@ def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     assert f"resuming {interrupted}" in again.stderr and f"removing {abandoned}" in again.stderr
     assert json.loads((interrupted / "metrics.json").read_text())["test"]["f1"] == before
     assert run_state(abandoned) == "completed" and (kept / "metrics.json").stat().st_mtime_ns == kept_time
-    assert len(json.loads((out / "timing.json").read_text())["invocations"]) == 2
+    timing = json.loads((out / "timing.json").read_text())["invocations"]
+    assert len(timing) == 2 and all(i["finished"] and i["seconds"] > 0 for i in timing)
+    report_only = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", str(profile), "--encoder",
+                                  str(encoder_dir), "--out", str(out), "--report-only"], cwd=REPO,
+                                 capture_output=True, text=True, timeout=300)
+    assert report_only.returncode == 0, report_only.stderr[-2000:]
+    assert "**11 of 11 runs finished**" in (out / "report.md").read_text()
 
 
 def test_another_profile_never_continues_a_benchmark_directory(tmp_path, encoder_dir):
