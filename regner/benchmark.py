@@ -392,6 +392,20 @@ class Progress:
             self._bar.stop()
 
 
+def _reap_group(pgid: int, grace: float = 30.0) -> None:
+    """Once the sweep has exited, joblib's idle workers may linger in its process group: give any
+    still saving its state ``grace`` seconds, then end them."""
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progress, prune_runs: bool = True) -> int:
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(['regner', *command[3:]])}\n")
@@ -415,6 +429,7 @@ def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progre
             with contextlib.suppress(ProcessLookupError):  # SIGTERM: every job saves its state; the next run resumes it
                 os.killpg(process.pid, signal.SIGTERM)
             process.wait()
+            _reap_group(process.pid)
             raise
         finally:
             stop.set()
