@@ -25,3 +25,15 @@ def char_tokenizer():
     from regner.encoder import build_char_vocab, tiny_tokenizer
 
     return tiny_tokenizer(build_char_vocab(["北京大学张三在上海工作。今天天气很好", "华为ABC公司2019年"]))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One small demo model for every test that only reads it (predict, evaluate, export, submission)."""
+    from .test_cli import TINY, regner, run_dirs
+
+    cwd = tmp_path_factory.mktemp("train")
+    result = regner("train", *TINY, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(cwd)
+    return run_dir

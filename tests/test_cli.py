@@ -25,15 +25,6 @@ def run_dirs(root: Path):
     return sorted(p.parent for p in root.glob("outputs/*/*/status.json"))
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("train")
-    result = regner("train", *TINY, cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = run_dirs(cwd)
-    return run_dir
-
-
 def test_train_writes_a_complete_run(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert json.loads((trained_run / "status.json").read_text())["status"] == "completed"

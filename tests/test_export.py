@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from .test_cli import regner, trained_run  # noqa: F401 - trained_run is a fixture
+from .test_cli import regner
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):  # noqa: F811 - the fixture imported above
+def exported(trained_run, tmp_path_factory):
     output = tmp_path_factory.mktemp("export") / "onnx"
     result = regner("export", f"ckpt={trained_run}", f"output={output}", cwd=output.parent)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -20,7 +20,7 @@ def exported(trained_run, tmp_path_factory):  # noqa: F811 - the fixture importe
     return output
 
 
-def test_exported_scores_match_pytorch_on_every_batch_shape(trained_run, exported):  # noqa: F811
+def test_exported_scores_match_pytorch_on_every_batch_shape(trained_run, exported):
     from regner.batching import collate
     from regner.data.demo import generate_split
     from regner.data.types import Example
@@ -39,7 +39,7 @@ def test_exported_scores_match_pytorch_on_every_batch_shape(trained_run, exporte
         assert torch.allclose(got, expected, atol=1e-4, rtol=0), float((got - expected).abs().max())
 
 
-def test_predict_with_onnx_gives_the_same_entities(trained_run, exported, tmp_path):  # noqa: F811
+def test_predict_with_onnx_gives_the_same_entities(trained_run, exported, tmp_path):
     from regner.data.demo import generate_split
 
     source = tmp_path / "dev.txt"
@@ -57,7 +57,7 @@ def test_predict_with_onnx_gives_the_same_entities(trained_run, exported, tmp_pa
             assert abs(x["score"] - y["score"]) <= 1e-4
 
 
-def test_backends_refuse_the_wrong_directory(trained_run, exported, tmp_path):  # noqa: F811
+def test_backends_refuse_the_wrong_directory(trained_run, exported, tmp_path):
     no_onnx = regner("predict", f"ckpt={trained_run}", "backend=onnx", cwd=tmp_path, stdin="北京\n")
     assert no_onnx.returncode == 2 and "regner export" in no_onnx.stderr
     no_torch = regner("predict", f"ckpt={exported}", "backend=torch", cwd=tmp_path, stdin="北京\n")

@@ -9,7 +9,7 @@ from regner.data.errors import DataError
 from regner.submission import cluener_record, read_lines, score_cluener
 
 from .conftest import shared
-from .test_cli import regner, trained_run  # noqa: F401 - trained_run is a fixture
+from .test_cli import regner
 
 TEXT = "浙商银行企业信贷部叶老桂博士则从另一个角度对五道门槛进行了解读。"
 
@@ -67,7 +67,7 @@ def test_predicting_cluener_dev_as_a_submission_scores_regners_own_dev_f1(tmp_pa
     assert score["precision"] == pytest.approx(metrics["dev"]["precision"], abs=1e-12)
 
 
-def test_cluener_test_file_ids_are_kept(tmp_path, trained_run):  # noqa: F811 - the fixture imported above
+def test_cluener_test_file_ids_are_kept(tmp_path, trained_run):
     source = tmp_path / "test.json"
     source.write_text("\n".join(json.dumps({"id": i + 100, "text": t}, ensure_ascii=False)
                                 for i, t in enumerate([TEXT, "北京欢迎你"])) + "\n", encoding="utf-8")
