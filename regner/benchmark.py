@@ -297,12 +297,14 @@ def select(profile: Profile, out: Path, dataset: str) -> tuple[dict[tuple[str, s
             for value in m.grid:
                 job = Job(dataset, source, "tune", m.name, value, [])
                 scores[value] = [f for f in (dev_f1(run_dir(out, job, s)) for s in profile.tune_seeds) if f is not None]
-            value, why = choose_strength(m, scores)
+            value, _ = choose_strength(m, scores)
             chosen[(regime, m.name)] = value
+            # a choice is only shown once every grid value has run (a partial report shows none yet)
+            complete = all(len(s) == len(profile.tune_seeds) for s in scores.values())
             if regime == source:
                 rows += [{"dataset": dataset, "regime": regime, "method": m.name, "key": m.key, "value": v,
-                          "dev_f1": statistics.fmean(s) if s else math.nan, "n": len(s), "chosen": v == value}
-                         for v, s in scores.items()]
+                          "dev_f1": statistics.fmean(s) if s else math.nan, "n": len(s),
+                          "chosen": complete and v == value} for v, s in scores.items()]
     return chosen, rows
 
 
