@@ -496,6 +496,19 @@ PREDICT_HELP = "usage: regner predict ckpt=RUN [key=value ...]\n\nEntities for r
     "\n".join(f"  {k:<11}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in PREDICT_OPTIONS.items())
 
 
+def key_value_options(argv: list[str], spec: dict[str, tuple], command: str) -> dict:
+    """``key=value`` arguments over the defaults of ``spec`` ({key: (default, help)}); an unknown one
+    is a UserError naming the keys."""
+    options = {k: v[0] for k, v in spec.items()}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in options:
+            raise UserError(f"unknown argument {arg!r}: expected key=value with a key among "
+                            f"{', '.join(spec)} (regner {command} --help)")
+        options[key] = value
+    return options
+
+
 def predict_options(argv: list[str]) -> dict:
     """Parse and check ``key=value`` arguments; a bad one is a ConfigError naming it."""
     import math
@@ -503,13 +516,7 @@ def predict_options(argv: list[str]) -> dict:
     from regner.errors import ConfigError
     from regner.validation import DEVICE
 
-    options = {k: v[0] for k, v in PREDICT_OPTIONS.items()}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            raise UserError(f"unknown argument {arg!r}: expected key=value with a key among "
-                            f"{', '.join(PREDICT_OPTIONS)} (regner predict --help)")
-        options[key] = value
+    options = key_value_options(argv, PREDICT_OPTIONS, "predict")
     if not options["ckpt"]:
         raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
     try:
@@ -604,13 +611,7 @@ def _export(argv: list[str]) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("regner").setLevel(logging.INFO)  # the exporter's own INFO lines are not the user's business
-    options = {k: v[0] for k, v in EXPORT_OPTIONS.items()}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in options:
-            raise UserError(f"unknown argument {arg!r}: expected key=value with a key among "
-                            f"{', '.join(EXPORT_OPTIONS)} (regner export --help)")
-        options[key] = value
+    options = key_value_options(argv, EXPORT_OPTIONS, "export")
     if not options["ckpt"]:
         raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
     if not options["opset"].isdigit() or int(options["opset"]) < 14:
