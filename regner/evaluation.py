@@ -17,6 +17,7 @@ from regner.features import EncodingStats, Window, encode_examples_cached
 from regner.head import span_mask
 from regner.metrics import seqeval_report, span_scores
 from regner.model import SpanModel
+from regner.progress import step
 
 
 @dataclass
@@ -26,8 +27,11 @@ class EncodedSplit:
     stats: EncodingStats
 
 
-def encode_split(name: str, examples: list[Example], tokenizer, label2id, cfg, cache_dir: str | None = None) -> EncodedSplit:
-    windows, stats = encode_examples_cached(examples, tokenizer, label2id, cfg.max_length, cfg.window_overlap, cache_dir)
+def encode_split(name: str, examples: list[Example], tokenizer, label2id, cfg, cache_dir: str | None = None,
+                 progress: bool = True) -> EncodedSplit:
+    with step(f"tokenising {name}", total=len(examples), enabled=progress) as bar:
+        windows, stats = encode_examples_cached(examples, tokenizer, label2id, cfg.max_length, cfg.window_overlap,
+                                                cache_dir, on_chunk=bar.advance)
     stats.report(name)
     return EncodedSplit(examples, windows, stats)
 
@@ -38,24 +42,29 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 @torch.no_grad()
 def predict(model: SpanModel, windows: list[Window], device: torch.device, batch_size: int,
-            threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0):
+            threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0,
+            description: str = "predicting", progress: bool = True):
     """(type, start, end, score) per window, batches sorted by length for speed."""
     model.eval()
     found: list[list[tuple[int, int, int, float]]] = [[] for _ in windows]
     sampler = LengthBucketSampler([len(w) for w in windows], batch_size, shuffle=False)
-    for indices in sampler:
-        batch = to_device(collate([windows[i] for i in indices], pad_id), device)
-        with autocast():
-            scores = model(batch["input_ids"], batch["attention_mask"])
-        for i, row in zip(indices, decode_scores(scores.float(), span_mask(batch["token_mask"]), threshold)):
-            found[i] = row
+    with step(description, total=len(windows), enabled=progress) as bar:
+        for indices in sampler:
+            batch = to_device(collate([windows[i] for i in indices], pad_id), device)
+            with autocast():
+                scores = model(batch["input_ids"], batch["attention_mask"])
+            for i, row in zip(indices, decode_scores(scores.float(), span_mask(batch["token_mask"]), threshold)):
+                found[i] = row
+            bar.advance(len(indices))
     return found
 
 
 def evaluate(model: SpanModel, split: EncodedSplit, device: torch.device, batch_size: int,
-             threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0, with_seqeval: bool = False):
+             threshold: float = 0.0, autocast=contextlib.nullcontext, pad_id: int = 0, with_seqeval: bool = False,
+             name: str = "", progress: bool = True):
     """Entity scores of ``split`` against its gold, plus the merged predictions per example."""
-    found = predict(model, split.windows, device, batch_size, threshold, autocast, pad_id)
+    found = predict(model, split.windows, device, batch_size, threshold, autocast, pad_id,
+                    f"evaluating {name}".strip(), progress)
     merged = merge_window_predictions(split.windows, found, model.labels, len(split.examples))
     scores = span_scores([ex.entities for ex in split.examples], [list(m) for m in merged], model.labels)
     if with_seqeval:

@@ -38,16 +38,25 @@ class _Scores(torch.nn.Module):
         return self.model(input_ids, attention_mask)
 
 
-def export_onnx(ckpt: str | Path, output: str | Path, opset: int = 17) -> Path:
+def export_onnx(ckpt: str | Path, output: str | Path, opset: int = 17, progress: bool = True) -> Path:
     """Export the checkpoint of ``ckpt`` (a run or checkpoint directory) to ``output``; returns the
     path of ``model.onnx``. The directory is written under a temporary name and renamed when complete."""
+    from regner.progress import step
+
+    with step("exporting to ONNX", 4, progress) as bar:
+        return _export(ckpt, Path(output), opset, bar)
+
+
+def _export(ckpt: str | Path, output: Path, opset: int, bar) -> Path:
     from regner.inference import checkpoint_dir
     from regner.model import SpanModel
 
     source = checkpoint_dir(ckpt)
-    output = Path(output)
+    bar.info("loading the checkpoint")
     model, tokenizer, config = SpanModel.from_pretrained(source)
     model.eval()
+    bar.advance()
+    bar.info("tracing (torch.export)")
     # the exporter traces one shape; eager attention keeps the graph free of SDPA's shape-specialised kernels
     if hasattr(model.encoder, "set_attn_implementation"):
         model.encoder.set_attn_implementation("eager")
@@ -67,10 +76,15 @@ def export_onnx(ckpt: str | Path, output: str | Path, opset: int = 17) -> Path:
                                     dynamic_shapes={"input_ids": {0: batch, 1: length},
                                                     "attention_mask": {0: batch, 1: length}},
                                     verbose=False, optimize=True)
+        bar.advance()
+        bar.info("optimising and saving")
         program.save(str(partial / ONNX_FILE))
+    bar.advance()
+    bar.info("checking the graph")
     import onnx
 
     onnx.checker.check_model(str(partial / ONNX_FILE))
+    bar.advance()
     for name in TOKENIZER_FILES:
         if (source / name).exists():
             shutil.copy2(source / name, partial / name)

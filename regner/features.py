@@ -9,7 +9,7 @@ an exact integer test, and every entity that cannot be represented is counted, n
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from regner.data.types import Entity, Example
@@ -103,8 +103,10 @@ def encode_examples(
     max_length: int = 512,
     overlap: int = 64,
     batch_size: int = 1000,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[list[Window], EncodingStats]:
-    """Tokenise examples into windows of at most ``max_length`` positions (specials included)."""
+    """Tokenise examples into windows of at most ``max_length`` positions (specials included);
+    ``on_chunk(n)`` is told after every chunk of ``n`` examples (a progress bar)."""
     if max_length < 3:
         raise ValueError("max_length must leave room for at least one token besides [CLS]/[SEP]")
     size = max_length - 2
@@ -148,6 +150,8 @@ def encode_examples(
                     spans=inside,
                 ))
             stats.outside_windows += len(set(token_spans) - covered)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
     stats.windows = len(windows)
     return windows, stats
 
@@ -181,7 +185,8 @@ def feature_cache_key(examples: Sequence[Example], tokenizer, label2id: dict[str
     return digest.hexdigest()[:32]
 
 
-def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overlap=64, cache_dir=None):
+def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overlap=64, cache_dir=None,
+                           on_chunk=None):
     """:func:`encode_examples`, reusing the windows of an identical earlier call from ``cache_dir``.
 
     Sweeps re-read the same data dozens of times; the cache makes that free. A damaged or foreign
@@ -193,7 +198,7 @@ def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overla
     from regner.runio import atomic_target
 
     if not cache_dir:
-        return encode_examples(examples, tokenizer, label2id, max_length, overlap)
+        return encode_examples(examples, tokenizer, label2id, max_length, overlap, on_chunk=on_chunk)
     directory = Path(cache_dir).expanduser()
     path = directory / f"{feature_cache_key(examples, tokenizer, label2id, max_length, overlap)}.pkl"
     if path.exists():
@@ -204,7 +209,7 @@ def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overla
             return windows, stats
         except Exception as err:  # noqa: BLE001 - a bad cache file is just a cache miss
             log.warning("ignoring unreadable feature cache %s (%s)", path, err)
-    windows, stats = encode_examples(examples, tokenizer, label2id, max_length, overlap)
+    windows, stats = encode_examples(examples, tokenizer, label2id, max_length, overlap, on_chunk=on_chunk)
     try:
         with atomic_target(path) as tmp:
             tmp.write_bytes(pickle.dumps((windows, stats), protocol=pickle.HIGHEST_PROTOCOL))

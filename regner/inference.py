@@ -41,9 +41,10 @@ class LoadedModel:
     device: torch.device
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", backend: str | None = None) -> LoadedModel:
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", backend: str | None = None,
+             threads: int | None = None) -> LoadedModel:
         """``backend``: torch (a checkpoint) or onnx (a ``regner export`` directory); None = what the
-        directory holds."""
+        directory holds. ``threads``: onnxruntime's intra-op threads (torch's are process-wide)."""
         directory = checkpoint_dir(path)
         config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
         backend = backend or config.get("backend", "torch")
@@ -55,7 +56,7 @@ class LoadedModel:
             if not (directory / ONNX_FILE).exists():
                 raise DataError(f"backend=onnx needs an exported model: no {ONNX_FILE} here; run regner export "
                                 f"ckpt={path} first", str(directory))
-            return cls(OnnxSpanModel(directory, config["labels"]), AutoTokenizer.from_pretrained(str(directory)),
+            return cls(OnnxSpanModel(directory, config["labels"], threads), AutoTokenizer.from_pretrained(str(directory)),
                        config, torch.device("cpu"))
         if config.get("backend") == "onnx":
             raise DataError("this is an ONNX export (no PyTorch weights): use backend=onnx", str(directory))
@@ -67,23 +68,26 @@ class LoadedModel:
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.model.labels)}
 
-    def encode(self, name: str, examples: list[Example], max_length: int | None = None, overlap: int | None = None):
+    def encode(self, name: str, examples: list[Example], max_length: int | None = None, overlap: int | None = None,
+               progress: bool = True):
         from omegaconf import OmegaConf
 
         from regner.evaluation import encode_split
 
         cfg = OmegaConf.create({"max_length": max_length or self.config.get("max_length", 512),
                                 "window_overlap": overlap if overlap is not None else self.config.get("window_overlap", 64)})
-        return encode_split(name, examples, self.tokenizer, self.label2id, cfg)
+        return encode_split(name, examples, self.tokenizer, self.label2id, cfg, progress=progress)
 
-    def predict(self, texts: list[str], batch_size: int = 64, threshold: float | None = None) -> list[list[dict[str, Any]]]:
-        """Entities per text: ``{start, end, type, text, score}`` (end exclusive, score = σ(logit))."""
+    def predict(self, texts: list[str], batch_size: int = 64, threshold: float | None = None,
+                progress: bool = True) -> list[list[dict[str, Any]]]:
+        """Entities per text: ``{start, end, type, text, score}`` (end exclusive, score = σ(logit));
+        ``progress``: bars for tokenising and predicting (drawn only on a terminal)."""
         from regner.decoding import merge_window_predictions
         from regner.evaluation import predict
 
-        split = self.encode("input", [Example(text) for text in texts])
+        split = self.encode("input", [Example(text) for text in texts], progress=progress)
         threshold = self.config.get("threshold", 0.0) if threshold is None else threshold
-        found = predict(self.model, split.windows, self.device, batch_size, threshold)
+        found = predict(self.model, split.windows, self.device, batch_size, threshold, progress=progress)
         merged = merge_window_predictions(split.windows, found, self.model.labels, len(texts))
         return [[{"start": e.start, "end": e.end, "type": e.type, "text": text[e.start : e.end],
                   "score": round(1 / (1 + math.exp(-score)), 6)}

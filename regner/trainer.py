@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from regner import progress
 from regner.batching import LengthBucketSampler, collate
 from regner.callbacks import build_callbacks
 from regner.data.loading import load_splits
@@ -90,24 +91,6 @@ def peak_memory_mb(device: torch.device) -> float | None:
 
 def process_max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
-                    console=Console(stderr=True))  # stdout carries results only
 
 
 def instantiate_regularizer(cfg: DictConfig) -> Regularizer:
@@ -217,11 +200,13 @@ class Trainer:
                               f"an integer ≤ {positions}, the position embeddings of {cfg.encoder.name}")
         self.label2id = {label: i for i, label in enumerate(self.splits.labels)}
         self.pad_id = self.tokenizer.pad_token_id or 0
-        cache = tcfg.get("feature_cache")
-        self.train_split = encode_split("train", self.splits.train, self.tokenizer, self.label2id, cfg.data, cache)
-        self.dev_split = encode_split("dev", self.splits.dev, self.tokenizer, self.label2id, cfg.data, cache)
-        self.test_split = (encode_split("test", self.splits.test, self.tokenizer, self.label2id, cfg.data, cache)
-                           if self.splits.test else None)
+        cache, self.progress = tcfg.get("feature_cache"), bool(tcfg.progress and self.dist.is_main)
+
+        def encode(name: str, examples: list):
+            return encode_split(name, examples, self.tokenizer, self.label2id, cfg.data, cache, self.progress)
+
+        self.train_split, self.dev_split = encode("train", self.splits.train), encode("dev", self.splits.dev)
+        self.test_split = encode("test", self.splits.test) if self.splits.test else None
         seed_everything(cfg.seed)  # the head's init must not depend on how much data was read
         self.model = SpanModel(encoder, self.splits.labels, cfg.head.type, cfg.head.head_size, cfg.head.rope).to(self.device)
         self.dist.broadcast_parameters(self.model)
@@ -372,50 +357,46 @@ class Trainer:
 
     def _fit(self, history: History, start: float) -> dict[str, Any]:
         tcfg = self.tcfg
-        state, progress = self.state, _progress(tcfg.progress and self.dist.is_main)
+        state = self.state
         save_every = tcfg.get("save_every_steps") or 0
         check_every = max(1, tcfg.get("check_every") or 1)
-        with progress or contextlib.nullcontext():
+        with progress.display(self.progress):
             while state.epoch <= tcfg.max_epochs and not state.stopped:
                 epoch = state.epoch
                 self.model.train()
-                task = (progress.add_task(f"epoch {epoch}/{tcfg.max_epochs}", total=self.steps_per_epoch,
-                                          completed=state.batches_done, info="") if progress else None)
                 epoch_start = time.perf_counter()
                 pending: dict[str, torch.Tensor] = {}
                 first_pending = state.global_step + 1
-                for batch in self.epoch_loader(epoch, skip=state.batches_done):
-                    terms = self.training_step(batch)
-                    state.batches_done += 1
-                    for k, v in terms.items():
-                        pending[k] = pending[k] + v if k in pending else v
-                    due = state.batches_done == self.steps_per_epoch or state.global_step % check_every == 0
-                    stopping = self.stop_requested(due) and state.batches_done < self.steps_per_epoch
-                    saving = stopping or (save_every and state.global_step % save_every == 0
-                                          and state.batches_done < self.steps_per_epoch)
-                    logging_now = tcfg.log_every and state.global_step % tcfg.log_every == 0
-                    if due or saving or logging_now:
-                        values = self.check_finite(pending, first_pending)
-                        for k, v in values.items():
-                            state.sums[k] = state.sums.get(k, 0.0) + v
-                        steps = state.global_step - first_pending + 1
-                        self.callbacks.on_terms(self, {k: v / steps for k, v in values.items()})
-                        pending, first_pending = {}, state.global_step + 1
-                        if progress:
-                            progress.update(task, info=f"loss {state.sums['loss'] / state.batches_done:.4f}")
-                    if progress:
-                        progress.update(task, advance=1)
-                    if logging_now:
-                        log.info("epoch %d step %d: %s", epoch, state.global_step,
-                                 ", ".join(f"{k} {v / state.batches_done:.4f}" for k, v in state.sums.items()))
-                    if saving:
-                        state.train_time += time.perf_counter() - epoch_start
-                        epoch_start = time.perf_counter()
-                        self.save_last()
-                    if stopping:
-                        raise Interrupted(self.stop.signum, state.global_step)
-                if progress:
-                    progress.remove_task(task)
+                with progress.step(f"epoch {epoch}/{tcfg.max_epochs}", self.steps_per_epoch, self.progress,
+                                   completed=state.batches_done) as bar:
+                    for batch in self.epoch_loader(epoch, skip=state.batches_done):
+                        terms = self.training_step(batch)
+                        state.batches_done += 1
+                        for k, v in terms.items():
+                            pending[k] = pending[k] + v if k in pending else v
+                        due = state.batches_done == self.steps_per_epoch or state.global_step % check_every == 0
+                        stopping = self.stop_requested(due) and state.batches_done < self.steps_per_epoch
+                        saving = stopping or (save_every and state.global_step % save_every == 0
+                                              and state.batches_done < self.steps_per_epoch)
+                        logging_now = tcfg.log_every and state.global_step % tcfg.log_every == 0
+                        if due or saving or logging_now:
+                            values = self.check_finite(pending, first_pending)
+                            for k, v in values.items():
+                                state.sums[k] = state.sums.get(k, 0.0) + v
+                            steps = state.global_step - first_pending + 1
+                            self.callbacks.on_terms(self, {k: v / steps for k, v in values.items()})
+                            pending, first_pending = {}, state.global_step + 1
+                            bar.info(f"loss {state.sums['loss'] / state.batches_done:.4f}")
+                        bar.advance()
+                        if logging_now:
+                            log.info("epoch %d step %d: %s", epoch, state.global_step,
+                                     ", ".join(f"{k} {v / state.batches_done:.4f}" for k, v in state.sums.items()))
+                        if saving:
+                            state.train_time += time.perf_counter() - epoch_start
+                            epoch_start = time.perf_counter()
+                            self.save_last()
+                        if stopping:
+                            raise Interrupted(self.stop.signum, state.global_step)
                 state.train_time += time.perf_counter() - epoch_start
                 self.end_of_epoch(history, start)
                 if self.stop_requested(True):  # the state of the finished epoch is saved
@@ -442,7 +423,7 @@ class Trainer:
         state, tcfg = self.state, self.tcfg
         with self.callbacks.evaluation_weights(self):  # EMA: the averaged weights are evaluated and saved
             dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
-                              self.cfg.head.threshold, self.autocast, self.pad_id)
+                              self.cfg.head.threshold, self.autocast, self.pad_id, name="dev", progress=self.progress)
             improved = dev["f1"] > state.best_f1
             if improved and self.dist.is_main:
                 self.save_best()
@@ -472,9 +453,9 @@ class Trainer:
 
     def final_metrics(self, best_epoch: int, epochs: int, train_time: float, wall_time: float) -> dict[str, Any]:
         kwargs = dict(device=self.device, batch_size=self.tcfg.eval_batch_size, threshold=self.cfg.head.threshold,
-                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True)
-        dev, _ = evaluate(self.model, self.dev_split, **kwargs)
-        test = evaluate(self.model, self.test_split, **kwargs)[0] if self.test_split else None
+                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True, progress=self.progress)
+        dev, _ = evaluate(self.model, self.dev_split, name="dev", **kwargs)
+        test = evaluate(self.model, self.test_split, name="test", **kwargs)[0] if self.test_split else None
         for name, split in (("dev", dev), ("test", test)):
             if split is not None:
                 log.info("%s (best epoch %d): P %.4f R %.4f F1 %.4f\n%s", name, best_epoch, split["precision"],

@@ -18,6 +18,7 @@ from typing import Any
 
 from regner.data.errors import DataError
 from regner.errors import ConfigError
+from regner.progress import step
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def build_corpus(files: list[str], data_names: list[str], splits: list[str], hel
     return corpus
 
 
-def pack(texts: list[str], tokenizer, max_length: int) -> list[list[int]]:
+def pack(texts: list[str], tokenizer, max_length: int, description: str = "tokenising corpus",
+         progress: bool = True, chunk: int = 2000) -> list[list[int]]:
     """Token windows ``[CLS] a [SEP] b [SEP] ...`` of at most ``max_length`` tokens. A text never
     straddles two windows unless it is longer than one window, then it is cut into window-sized pieces."""
     if max_length < 8:
@@ -150,14 +152,16 @@ def pack(texts: list[str], tokenizer, max_length: int) -> list[list[int]]:
     room = max_length - 2
     windows: list[list[int]] = []
     current: list[int] = [cls_id]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for ids in encoded:
-        for start in range(0, len(ids), room):
-            piece = ids[start : start + room]
-            if len(current) + len(piece) + 1 > max_length:
-                windows.append(current)
-                current = [cls_id]
-            current += piece + [sep_id]
+    with step(description, len(texts), progress) as bar:
+        for first in range(0, len(texts), chunk):
+            for ids in tokenizer(texts[first : first + chunk], add_special_tokens=False)["input_ids"]:
+                for start in range(0, len(ids), room):
+                    piece = ids[start : start + room]
+                    if len(current) + len(piece) + 1 > max_length:
+                        windows.append(current)
+                        current = [cls_id]
+                    current += piece + [sep_id]
+            bar.advance(len(texts[first : first + chunk]))
     if len(current) > 1:
         windows.append(current)
     return windows

@@ -13,7 +13,6 @@ when training has finished.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
@@ -25,13 +24,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from regner import progress
 from regner.distributed import Distributed, env_rank
 from regner.interrupt import Interrupted, StopFlag
 from regner.optim import linear_schedule
 from regner.pretraining.corpus import Corpus, build_corpus, pack
 from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
 from regner.trainer import (
-    _progress,
     autocast_factory,
     load_optimization_state,
     optimization_state,
@@ -149,8 +148,9 @@ class MLMPretrainer:
                               "position embeddings")
         self.model.to(self.device)
         self.dist.broadcast_parameters(self.model)
-        self.windows = pack(self.corpus.train, self.tokenizer, pcfg.max_length)
-        held_out = pack(self.corpus.held_out, self.tokenizer, pcfg.max_length)
+        shown = bool(pcfg.progress and self.dist.is_main)
+        self.windows = pack(self.corpus.train, self.tokenizer, pcfg.max_length, progress=shown)
+        held_out = pack(self.corpus.held_out, self.tokenizer, pcfg.max_length, "tokenising held-out", shown)
         log.info("packed %d training windows and %d held-out windows of ≤ %d tokens", len(self.windows),
                  len(held_out), pcfg.max_length)
         self.collator = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=pcfg.mlm_probability,
@@ -193,16 +193,18 @@ class MLMPretrainer:
         """Mean MLM loss, perplexity and accuracy over the held-out slice's (fixed) masked tokens."""
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
-        for batch in self.eval_batches:
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with self.autocast():
-                logits, labels = masked_logits(self.model, batch)
-            if not labels.numel():
-                continue
-            logits = logits.float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(-1) == labels).sum())
-            count += labels.numel()
+        with progress.step("evaluating held-out", len(self.eval_batches), self.pcfg.progress and self.dist.is_main) as bar:
+            for batch in self.eval_batches:
+                bar.advance()
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with self.autocast():
+                    logits, labels = masked_logits(self.model, batch)
+                if not labels.numel():
+                    continue
+                logits = logits.float()
+                loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+                correct += int((logits.argmax(-1) == labels).sum())
+                count += labels.numel()
         self.model.train()
         if not count:
             return {"loss": math.nan, "perplexity": math.nan, "accuracy": math.nan, "masked_tokens": 0}
@@ -249,11 +251,9 @@ class MLMPretrainer:
             log.info("held-out before pretraining: loss %.4f, perplexity %.1f, masked-token accuracy %.4f",
                      self.before["loss"], self.before["perplexity"], self.before["accuracy"])
         pcfg, state = self.pcfg, self.state
-        progress = _progress(pcfg.progress and self.dist.is_main)
         self.model.train()
-        with progress or contextlib.nullcontext():
-            task = progress.add_task("pretraining", total=self.total_steps, completed=state.step,
-                                     info="") if progress else None
+        with progress.step("pretraining", self.total_steps, pcfg.progress and self.dist.is_main,
+                           completed=state.step) as bar:
             while state.step < self.total_steps:
                 batches = self.dist.shard(self.epoch_batches(state.epoch))[state.batches_done:]
                 tick = time.perf_counter()
@@ -265,9 +265,9 @@ class MLMPretrainer:
                     now = time.perf_counter()
                     state.train_time += now - tick
                     tick = now
-                    if progress:
-                        progress.update(task, advance=1, info=f"loss {state.loss_sum / max(state.loss_steps, 1):.3f}"
-                                        f"  {state.tokens_seen / max(state.train_time, 1e-9):,.0f} tok/s")
+                    bar.advance()
+                    bar.info(f"loss {state.loss_sum / max(state.loss_steps, 1):.3f}"
+                             f"  {state.tokens_seen / max(state.train_time, 1e-9):,.0f} tok/s")
                     last = state.step >= self.total_steps
                     if pcfg.eval_every and (state.step % pcfg.eval_every == 0 or last):
                         self.log_evaluation(history, start)
