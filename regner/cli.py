@@ -12,9 +12,11 @@ its JSONL (no Hydra logging, no run directory).
                                        entities for raw texts (lines or JSONL "text"), as JSONL
     regner export ckpt=RUN [output=DIR] [opset=17]
                                        ONNX model + tokenizer + label map (regner predict ckpt=DIR backend=onnx)
+    regner serve ckpt=RUN [host=127.0.0.1] [port=8000] [backend=torch|onnx]
+                                       HTTP service: POST /predict, GET /health, GET /labels (batches requests)
     regner --version                   versions of regner, torch and transformers
 
-`regner train --help` lists the config groups and main keys; `regner predict --help` its keys.
+`regner train --help` lists the config groups and main keys; `regner predict --help` (export, serve) theirs.
 Errors are one paragraph on stderr with exit code 2; logs go to stderr, results to stdout.
 """
 
@@ -408,7 +410,8 @@ def _evaluate_task(cfg) -> None:
                     continue
                 split = loaded.encode(name, examples)
                 results[name], _ = evaluate(loaded.model, split, loaded.device, cfg.trainer.eval_batch_size,
-                                            loaded.config.get("threshold", 0.0), with_seqeval=True)
+                                            loaded.config.get("threshold", 0.0), with_seqeval=True, name=name,
+                                            progress=cfg.trainer.progress)
                 log.info("%s: P %.4f R %.4f F1 %.4f", name, results[name]["precision"], results[name]["recall"],
                          results[name]["f1"])
         except user_errors() as err:
@@ -629,6 +632,116 @@ def _export(argv: list[str]) -> None:
     print(f"regner export: {path} (predict with: regner predict ckpt={output} backend=onnx)", file=sys.stderr)
 
 
+SERVE_OPTIONS = {
+    "ckpt": (None, "run directory, its checkpoint/ directory, or a `regner export` directory (required)"),
+    "host": ("127.0.0.1", "address to listen on (0.0.0.0: every interface)"),
+    "port": ("8000", "TCP port (0: any free port, printed at start)"),
+    "backend": (None, "torch or onnx; default: what ckpt holds"),
+    "device": ("cpu", "cpu, cuda, cuda:N or auto (backend torch)"),
+    "threshold": (None, "logit threshold for a span (default: the checkpoint's head.threshold)"),
+    "max_length": ("10000", "longest text accepted, in characters (longer: 413)"),
+    "max_texts": ("64", "most texts in one request (more: 413)"),
+    "max_batch": ("32", "most texts per model call when batching concurrent requests"),
+    "max_wait_ms": ("5", "how long a request waits for others to batch with (0: no waiting)"),
+    "threads": (None, "CPU threads for inference (default: torch's / onnxruntime's own)"),
+    "log_level": ("info", "uvicorn's log level: critical, error, warning, info, debug"),
+}
+SERVE_HELP = "usage: regner serve ckpt=RUN [key=value ...]\n\nAn HTTP service (FastAPI + uvicorn): POST /predict " \
+    '{"text": "..."} or {"texts": [...]} answers regner predict\'s JSON; GET /health; GET /labels; OpenAPI docs at ' \
+    "/docs. Concurrent requests are batched. Needs pip install 'regner[serve]'.\n\n" + \
+    "\n".join(f"  {k:<12}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in SERVE_OPTIONS.items())
+
+
+def serve_options(argv: list[str]) -> dict:
+    import math
+
+    from regner.errors import ConfigError
+    from regner.validation import DEVICE
+
+    options = key_value_options(argv, SERVE_OPTIONS, "serve")
+    if not options["ckpt"]:
+        raise ConfigError("ckpt", None, "a run, checkpoint or export directory (ckpt=RUN)")
+
+    def integer(key: str, low: int, high: int | None = None) -> None:
+        try:
+            options[key] = int(options[key])
+            assert options[key] >= low and (high is None or options[key] <= high)
+        except (ValueError, AssertionError):
+            raise ConfigError(key, options[key], f"an integer ≥ {low}" + (f" and ≤ {high}" if high else "")) from None
+
+    integer("port", 0, 65535)
+    for key in ("max_length", "max_texts", "max_batch"):
+        integer(key, 1)
+    if options["threads"] is not None:
+        integer("threads", 1)
+    for key, finite_ok in (("max_wait_ms", lambda v: v >= 0), ("threshold", lambda v: True)):
+        if options[key] is None:
+            continue
+        try:
+            options[key] = float(options[key])
+            assert math.isfinite(options[key]) and finite_ok(options[key])
+        except (ValueError, AssertionError):
+            raise ConfigError(key, options[key], "a finite number" + (" ≥ 0" if key == "max_wait_ms" else "")) \
+                from None
+    if options["backend"] not in (None, "torch", "onnx"):
+        raise ConfigError("backend", options["backend"], "torch or onnx")
+    if not DEVICE.match(options["device"]):
+        raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
+    if options["log_level"] not in ("critical", "error", "warning", "info", "debug"):
+        raise ConfigError("log_level", options["log_level"], "critical, error, warning, info or debug")
+    return options
+
+
+def _serve(argv: list[str]) -> None:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(SERVE_HELP)
+        return
+    import importlib.util
+    import socket
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    options = serve_options(argv)
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"regner serve needs {' and '.join(missing)}: pip install 'regner[serve]'")
+    import torch
+    import uvicorn
+
+    from regner.inference import LoadedModel
+    from regner.serving import ServeSettings, create_app
+    from regner.trainer import resolve_device
+
+    family = socket.AF_INET6 if ":" in options["host"] else socket.AF_INET
+    # proto IPPROTO_TCP, as asyncio's own listeners have: only then does asyncio set TCP_NODELAY on accepted
+    # connections, without which a keep-alive client waits ~40 ms (Nagle + delayed ACK) for every answer
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((options["host"], options["port"]))
+    except OSError as err:
+        sock.close()
+        raise UserError(f"cannot listen on {options['host']}:{options['port']} ({err.strerror}): choose another "
+                        f"port=N or host=ADDRESS") from None
+    host, port = sock.getsockname()[:2]  # bound before the model loads: a taken port fails at once
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
+    try:
+        loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"]), options["backend"],
+                                  threads=options["threads"])
+    except user_errors() as err:
+        sock.close()
+        report_error("serve", err)
+    settings = ServeSettings(max_length=options["max_length"], max_texts=options["max_texts"],
+                             max_batch=options["max_batch"], max_wait_ms=options["max_wait_ms"],
+                             threshold=options["threshold"])
+    backend = loaded.config.get("backend", "torch")
+    print(f"regner serve: {options['ckpt']} ({backend}, {len(loaded.model.labels)} entity types) on "
+          f"http://{host}:{port} — POST /predict, GET /health, GET /labels, docs at /docs", file=sys.stderr, flush=True)
+    app = create_app(loaded, settings, str(options["ckpt"]))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=options["log_level"], timeout_graceful_shutdown=10))
+    server.run(sockets=[sock])
+
+
 def warn_unused_sweep_keys(args: list[str], max_checks: int = 12) -> list[str]:
     """Warn (on stderr) when a swept ``alpha`` or ``kl`` cannot change what the chosen regularizer
     computes, e.g. ``regner sweep alpha=1,4`` with ``regularizer=none``: its jobs would be identical
@@ -728,6 +841,8 @@ def main(argv: list[str] | None = None) -> None:
             _predict(rest)
         elif command == "export":
             _export(rest)
+        elif command == "serve":
+            _serve(rest)
         else:
             print(f"regner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
             sys.exit(2)

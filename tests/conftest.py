@@ -37,3 +37,16 @@ def trained_run(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(cwd)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    """``trained_run`` exported to ONNX through the CLI (the export tests check it; serving reuses it)."""
+    pytest.importorskip("onnxruntime")
+    from .test_cli import regner
+
+    output = tmp_path_factory.mktemp("export") / "onnx"
+    result = regner("export", f"ckpt={trained_run}", f"output={output}", cwd=output.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    return output

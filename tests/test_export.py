@@ -11,15 +11,6 @@ from .test_cli import regner
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
-    output = tmp_path_factory.mktemp("export") / "onnx"
-    result = regner("export", f"ckpt={trained_run}", f"output={output}", cwd=output.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
-    return output
-
-
 def test_exported_scores_match_pytorch_on_every_batch_shape(trained_run, exported):
     from regner.batching import collate
     from regner.data.demo import generate_split
