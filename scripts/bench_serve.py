@@ -20,6 +20,7 @@ import datetime
 import http.client
 import json
 import os
+import shlex
 import socket
 import statistics
 import sys
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="server inference threads")
     parser.add_argument("--max-wait-ms", default="5", help="the server's dynamic-batching wait")
     parser.add_argument("--max-batch", default="32", help="the server's texts per model call")
+    parser.add_argument("--model-note", default="", help="how the model was made, for the table's header")
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args(argv)
     texts = read_texts(args.texts)
@@ -173,10 +175,11 @@ def render(rows: list[dict], args, n_texts: int) -> str:
         "",
         f"Machine: {machine_description()}. Server: `regner serve` with {args.threads} inference thread(s), "
         f"dynamic batching `max_wait_ms={args.max_wait_ms}`, `max_batch={args.max_batch}`; clients on the same "
-        f"machine over loopback, one keep-alive connection each. Model: `{args.ckpt}` ({encoder}). Texts: {n_texts} "
+        f"machine over loopback, one keep-alive connection each. Model: `{args.ckpt}` ({encoder}"
+        + (f"; {args.model_note}" if args.model_note else "") + f"). Texts: {n_texts} "
         + (f"lines of `{args.texts}`" if args.texts else "demo sentences") + f", {args.requests} requests per row "
         f"after {args.warmup} warm-up requests. Command: `python scripts/bench_serve.py "
-        + " ".join(a for a in sys.argv[1:]) + "`.",
+        + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`.",
         "",
         "| backend | texts / request | clients | requests/s | texts/s | p50 ms | p99 ms | model calls |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
