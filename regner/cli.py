@@ -723,6 +723,7 @@ def _serve(argv: list[str]) -> None:
         raise UserError(f"cannot listen on {options['host']}:{options['port']} ({err.strerror}): choose another "
                         f"port=N or host=ADDRESS") from None
     host, port = sock.getsockname()[:2]  # bound before the model loads: a taken port fails at once
+    host = f"[{host}]" if family == socket.AF_INET6 else host
     if options["threads"]:
         torch.set_num_threads(options["threads"])
     try:
