@@ -114,13 +114,23 @@ def test_new_options_train_end_to_end_through_the_cli(tmp_path, args, terms, met
 
 
 def test_new_knobs_are_validated_before_any_data_is_read(tmp_path):
+    from regner.errors import ConfigError
+    from regner.validation import validate_config
+
+    from .test_training import compose_config
+
     for args, key in ((["trainer.ema.decay=1.0"], "trainer.ema.decay"),
                       (["trainer.layer_lr_decay=0"], "trainer.layer_lr_decay"),
                       (["regularizer=pgd", "regularizer.steps=0"], "regularizer.steps"),
                       (["regularizer=rdrop_fgm", "regularizer.parts.fgm.epsilon=-1"], "regularizer.parts.fgm.epsilon"),
                       (["regularizer=awp", "regularizer.params='('"], "regularizer.params")):
-        result = regner("train", *args, "data=jsonl", "data.train=/nonexistent.jsonl", cwd=tmp_path)
-        assert result.returncode == 2 and key in result.stderr and "Traceback" not in result.stderr, result.stderr
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            validate_config(compose_config(*args))
+    # and through the CLI: exit 2 naming the key, before the (missing) data is read
+    result = regner("train", "regularizer=awp", "regularizer.params='('", "data=jsonl", "data.train=/nonexistent.jsonl",
+                    cwd=tmp_path)
+    assert result.returncode == 2 and "regularizer.params" in result.stderr and "Traceback" not in result.stderr
+    assert "nonexistent" not in result.stderr
     assert not list(tmp_path.glob("outputs/*/*/metrics.json"))
 
 
