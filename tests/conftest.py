@@ -7,6 +7,16 @@ import pytest
 # Keep the tokenised-feature cache of test runs out of the user's ~/.cache.
 os.environ.setdefault("REGNER_CACHE", tempfile.mkdtemp(prefix="regner-test-cache-"))
 
+# The suite runs in pytest-xdist workers (pyproject's addopts): each worker, and every process a test
+# starts, gets its share of the cores (at most 2 threads), so 2 workers on 2 cores run 2 threads, not 4.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(THREADS)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REGNER_DATA", REPO.parent / "shared" / "data"))
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import THREADS
+
 TINY = ["data.train_size=600", "data.dev_size=100", "data.test_size=60", "trainer.max_epochs=4",
         "trainer.batch_size=16", "trainer.progress=false", "encoder.hidden_size=64", "encoder.intermediate_size=128",
         "head.head_size=32"]
 
 
 def regner(*args, cwd, stdin=None):
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2",
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS),
            "REGNER_CACHE": os.environ["REGNER_CACHE"],
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "regner.cli", *args], cwd=cwd, capture_output=True, text=True,

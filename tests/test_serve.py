@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import THREADS
 from .test_cli import regner
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2",
+ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS),
        "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
