@@ -512,36 +512,62 @@ def key_value_options(argv: list[str], spec: dict[str, tuple], command: str) -> 
     return options
 
 
-def predict_options(argv: list[str]) -> dict:
-    """Parse and check ``key=value`` arguments; a bad one is a ConfigError naming it."""
+def int_option(options: dict, key: str, low: int, high: int | None = None) -> None:
+    """``options[key]`` as an integer in [low, high], else a ConfigError naming the key."""
+    from regner.errors import ConfigError
+
+    try:
+        options[key] = int(options[key])
+        assert options[key] >= low and (high is None or options[key] <= high)
+    except (ValueError, TypeError, AssertionError):
+        raise ConfigError(key, options[key], f"an integer ≥ {low}" + (f" and ≤ {high}" if high is not None else "")) \
+            from None
+
+
+def float_option(options: dict, key: str, expected: str, low: float | None = None) -> None:
+    """``options[key]`` (unless None) as a finite float ≥ ``low``, else a ConfigError saying ``expected``."""
     import math
 
     from regner.errors import ConfigError
+
+    if options[key] is None:
+        return
+    try:
+        options[key] = float(options[key])
+        assert math.isfinite(options[key]) and (low is None or options[key] >= low)
+    except (ValueError, AssertionError):
+        raise ConfigError(key, options[key], expected) from None
+
+
+def choice_option(options: dict, key: str, choices: tuple) -> None:
+    from regner.errors import ConfigError
+
+    if options[key] not in choices:
+        shown = [c for c in choices if c is not None]
+        raise ConfigError(key, options[key], ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else shown[0])
+
+
+def check_backend_and_device(options: dict) -> None:
+    from regner.errors import ConfigError
     from regner.validation import DEVICE
+
+    choice_option(options, "backend", (None, "torch", "onnx"))
+    if not DEVICE.match(options["device"]):
+        raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
+
+
+def predict_options(argv: list[str]) -> dict:
+    """Parse and check ``key=value`` arguments; a bad one is a ConfigError naming it."""
+    from regner.errors import ConfigError
 
     options = key_value_options(argv, PREDICT_OPTIONS, "predict")
     if not options["ckpt"]:
         raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
-    try:
-        options["batch_size"] = int(options["batch_size"])
-        assert options["batch_size"] >= 1
-    except (ValueError, AssertionError):
-        raise ConfigError("batch_size", options["batch_size"], "an integer ≥ 1") from None
-    if options["threshold"] is not None:
-        try:
-            options["threshold"] = float(options["threshold"])
-            assert math.isfinite(options["threshold"])
-        except (ValueError, AssertionError):
-            raise ConfigError("threshold", options["threshold"], "a finite number (a logit; 0 = probability 0.5)") \
-                from None
-    if options["on_error"] not in ("record", "fail"):
-        raise ConfigError("on_error", options["on_error"], "record or fail")
-    if options["format"] not in ("jsonl", "cluener"):
-        raise ConfigError("format", options["format"], "jsonl or cluener")
-    if options["backend"] not in (None, "torch", "onnx"):
-        raise ConfigError("backend", options["backend"], "torch or onnx")
-    if not DEVICE.match(options["device"]):
-        raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
+    int_option(options, "batch_size", 1)
+    float_option(options, "threshold", "a finite number (a logit; 0 = probability 0.5)")
+    choice_option(options, "on_error", ("record", "fail"))
+    choice_option(options, "format", ("jsonl", "cluener"))
+    check_backend_and_device(options)
     return options
 
 
@@ -653,42 +679,18 @@ SERVE_HELP = "usage: regner serve ckpt=RUN [key=value ...]\n\nAn HTTP service (F
 
 
 def serve_options(argv: list[str]) -> dict:
-    import math
-
     from regner.errors import ConfigError
-    from regner.validation import DEVICE
 
     options = key_value_options(argv, SERVE_OPTIONS, "serve")
     if not options["ckpt"]:
         raise ConfigError("ckpt", None, "a run, checkpoint or export directory (ckpt=RUN)")
-
-    def integer(key: str, low: int, high: int | None = None) -> None:
-        try:
-            options[key] = int(options[key])
-            assert options[key] >= low and (high is None or options[key] <= high)
-        except (ValueError, AssertionError):
-            raise ConfigError(key, options[key], f"an integer ≥ {low}" + (f" and ≤ {high}" if high else "")) from None
-
-    integer("port", 0, 65535)
-    for key in ("max_length", "max_texts", "max_batch"):
-        integer(key, 1)
-    if options["threads"] is not None:
-        integer("threads", 1)
-    for key, finite_ok in (("max_wait_ms", lambda v: v >= 0), ("threshold", lambda v: True)):
-        if options[key] is None:
-            continue
-        try:
-            options[key] = float(options[key])
-            assert math.isfinite(options[key]) and finite_ok(options[key])
-        except (ValueError, AssertionError):
-            raise ConfigError(key, options[key], "a finite number" + (" ≥ 0" if key == "max_wait_ms" else "")) \
-                from None
-    if options["backend"] not in (None, "torch", "onnx"):
-        raise ConfigError("backend", options["backend"], "torch or onnx")
-    if not DEVICE.match(options["device"]):
-        raise ConfigError("device", options["device"], "auto, cpu, mps, cuda or cuda:N")
-    if options["log_level"] not in ("critical", "error", "warning", "info", "debug"):
-        raise ConfigError("log_level", options["log_level"], "critical, error, warning, info or debug")
+    int_option(options, "port", 0, 65535)
+    for key in ("max_length", "max_texts", "max_batch") + (("threads",) if options["threads"] is not None else ()):
+        int_option(options, key, 1)
+    float_option(options, "max_wait_ms", "a finite number ≥ 0", low=0)
+    float_option(options, "threshold", "a finite number (a logit; 0 = probability 0.5)")
+    check_backend_and_device(options)
+    choice_option(options, "log_level", ("critical", "error", "warning", "info", "debug"))
     return options
 
 
