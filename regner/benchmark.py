@@ -480,7 +480,8 @@ def final_table(rows: list[dict], profile: Profile, chosen_labels: dict, through
         method = r["_method"]
         spec = profile.methods.get(method)
         bench = throughput.get(spec.throughput or method) if spec else None
-        caps = [hit_cap(run.path) for run in r["_runs"]]
+        finished = [run for run in r["_runs"] if run.status in FINISHED]  # a partial report: not the ones in flight
+        caps = [hit_cap(run.path) for run in finished]
         mean = r[f"{r['judged_on']}_f1_mean"]
         std = r[f"{r['judged_on']}_f1_std"]
         judged = _pm(mean, std) + ("" if r["judged_on"] == "test" else " (dev)")
@@ -488,7 +489,7 @@ def final_table(rows: list[dict], profile: Profile, chosen_labels: dict, through
         lines.append(" | ".join([
             f"| {method}", r["regularizer"], r["kl"], strength, str(r["n"]), judged,
             format_delta(r) if method != "none" else "baseline", _p(r["p_holm"]),
-            r["verdict"], f"{r['collapsed']} of {r['runs']}", f"{sum(c for c, _ in caps)} of {len(caps)}",
+            r["verdict"], f"{r['collapsed']} of {len(finished)}", f"{sum(c for c, _ in caps)} of {len(caps)}",
             _fmt(bench["cost"] if bench else math.nan, ".2f", "×"),
             _fmt(bench["memory"] if bench else math.nan, ".2f", "×")]) + " |")
     return lines
