@@ -480,6 +480,32 @@ def _report(argv: list[str]) -> None:
     print(text)
 
 
+def options_help(intro: str, spec: dict[str, tuple]) -> str:
+    """``--help`` of a ``key=value`` command: ``intro``, then one line per key with its default."""
+    width = max(map(len, spec)) + 2
+    return intro + "\n\n" + "\n".join(f"  {k:<{width}}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "")
+                                      for k, v in spec.items())
+
+
+def key_value_command(argv: list[str], help_text: str) -> bool:
+    """The start of every ``key=value`` command: print its help and say so (True), or set up logging
+    to stderr (stdout carries only results) and go on (False)."""
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(help_text)
+        return True
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return False
+
+
+def require_extra(command: str, modules: tuple[str, ...], extra: str = "serve") -> None:
+    """A UserError naming the missing optional dependencies of ``command`` and how to install them."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"regner {command} needs {' and '.join(missing)}: pip install 'regner[{extra}]'")
+
+
 PREDICT_OPTIONS = {  # key: (default, help)
     "ckpt": (None, "run directory, or its checkpoint/ directory (required)"),
     "input": ("-", 'texts: one per line, or JSONL with a "text" field; - reads stdin'),
@@ -494,9 +520,9 @@ PREDICT_OPTIONS = {  # key: (default, help)
                         '{"id", "label": {type: {mention: [[start, end_inclusive]]}}} (ids from the input\'s "id" '
                         'field, else 0, 1, ... by line)'),
 }
-PREDICT_HELP = "usage: regner predict ckpt=RUN [key=value ...]\n\nEntities for raw texts, one JSON line per input " \
-    "line ({text, entities: [{start, end, type, text, score}]}, end exclusive, score = σ(logit)).\n\n" + \
-    "\n".join(f"  {k:<11}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in PREDICT_OPTIONS.items())
+PREDICT_HELP = options_help(
+    "usage: regner predict ckpt=RUN [key=value ...]\n\nEntities for raw texts, one JSON line per input line ({text, "
+    "entities: [{start, end, type, text, score}]}, end exclusive, score = σ(logit)).", PREDICT_OPTIONS)
 
 
 def key_value_options(argv: list[str], spec: dict[str, tuple], command: str) -> dict:
@@ -573,10 +599,8 @@ def predict_options(argv: list[str]) -> dict:
 
 def _predict(argv: list[str]) -> None:
     """``key=value`` arguments like the Hydra commands, but no run directory and clean stdout."""
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(PREDICT_HELP)
+    if key_value_command(argv, PREDICT_HELP):
         return
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         options = predict_options(argv)
         from regner.inference import LoadedModel, read_texts
@@ -624,30 +648,24 @@ EXPORT_OPTIONS = {
     "output": (None, "directory to write (default: <run dir>/onnx); replaced only once the new export is complete"),
     "opset": ("17", "ONNX opset version (an integer ≥ 14)"),
 }
-EXPORT_HELP = "usage: regner export ckpt=RUN [key=value ...]\n\nONNX model of encoder + GlobalPointer head (dynamic " \
-    "batch and length; output: fp32 span scores), with the tokenizer and label map; run it with regner predict " \
-    "ckpt=DIR backend=onnx. Needs pip install 'regner[serve]'.\n\n" + \
-    "\n".join(f"  {k:<8}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in EXPORT_OPTIONS.items())
+EXPORT_HELP = options_help(
+    "usage: regner export ckpt=RUN [key=value ...]\n\nONNX model of encoder + GlobalPointer head (dynamic batch and "
+    "length; output: fp32 span scores), with the tokenizer and label map; run it with regner predict ckpt=DIR "
+    "backend=onnx. Needs pip install 'regner[serve]'.", EXPORT_OPTIONS)
 
 
 def _export(argv: list[str]) -> None:
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(EXPORT_HELP)
+    if key_value_command(argv, EXPORT_HELP):
         return
-    import importlib.util
-
     from regner.errors import ConfigError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("regner").setLevel(logging.INFO)  # the exporter's own INFO lines are not the user's business
     options = key_value_options(argv, EXPORT_OPTIONS, "export")
     if not options["ckpt"]:
         raise ConfigError("ckpt", None, "a run directory or checkpoint directory (ckpt=RUN)")
     if not options["opset"].isdigit() or int(options["opset"]) < 14:
         raise ConfigError("opset", options["opset"], "an integer ≥ 14")
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"regner export needs {' and '.join(missing)}: pip install 'regner[serve]'")
+    require_extra("export", ("onnx", "onnxruntime", "onnxscript"))
     from regner.export import export_onnx
     from regner.inference import checkpoint_dir
 
@@ -672,10 +690,10 @@ SERVE_OPTIONS = {
     "threads": (None, "CPU threads for inference (default: torch's / onnxruntime's own)"),
     "log_level": ("info", "uvicorn's log level: critical, error, warning, info, debug"),
 }
-SERVE_HELP = "usage: regner serve ckpt=RUN [key=value ...]\n\nAn HTTP service (FastAPI + uvicorn): POST /predict " \
-    '{"text": "..."} or {"texts": [...]} answers regner predict\'s JSON; GET /health; GET /labels; OpenAPI docs at ' \
-    "/docs. Concurrent requests are batched. Needs pip install 'regner[serve]'.\n\n" + \
-    "\n".join(f"  {k:<12}{v[1]}" + (f" [default: {v[0]}]" if v[0] is not None else "") for k, v in SERVE_OPTIONS.items())
+SERVE_HELP = options_help(
+    "usage: regner serve ckpt=RUN [key=value ...]\n\nAn HTTP service (FastAPI + uvicorn): POST /predict "
+    '{"text": "..."} or {"texts": [...]} answers regner predict\'s JSON; GET /health; GET /labels; OpenAPI docs at '
+    "/docs. Concurrent requests are batched. Needs pip install 'regner[serve]'.", SERVE_OPTIONS)
 
 
 def serve_options(argv: list[str]) -> dict:
@@ -695,17 +713,12 @@ def serve_options(argv: list[str]) -> dict:
 
 
 def _serve(argv: list[str]) -> None:
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(SERVE_HELP)
+    if key_value_command(argv, SERVE_HELP):
         return
-    import importlib.util
     import socket
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     options = serve_options(argv)
-    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"regner serve needs {' and '.join(missing)}: pip install 'regner[serve]'")
+    require_extra("serve", ("fastapi", "uvicorn"))
     import torch
     import uvicorn
 

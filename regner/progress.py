@@ -70,10 +70,6 @@ class Step:
         if self._bar is not None:
             self._bar.update(self._task, info=text)
 
-    def reset(self, total: float | None = None, completed: float = 0) -> None:
-        if self._bar is not None:
-            self._bar.reset(self._task, total=total, completed=completed)
-
 
 @contextlib.contextmanager
 def step(description: str, total: float | None = None, enabled: bool = True, completed: float = 0) -> Iterator[Step]:

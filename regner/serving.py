@@ -151,13 +151,11 @@ def create_app(loaded, settings: ServeSettings, source: str = ""):
         return loaded.predict(texts, settings.max_batch, settings.threshold, progress=False)
 
     started = time.time()
-    batcher_holder: dict[str, Batcher] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        batcher = Batcher(predict, settings.max_batch, settings.max_wait_ms / 1000)
+        batcher = app.state.batcher = Batcher(predict, settings.max_batch, settings.max_wait_ms / 1000)
         batcher.start()
-        batcher_holder["batcher"] = batcher
         try:
             yield
         finally:
@@ -190,13 +188,13 @@ def create_app(loaded, settings: ServeSettings, source: str = ""):
                 where = "text" if body.text is not None else f"texts[{index}]"
                 return too_large(f"{where} is {len(text)} characters; this server takes at most {settings.max_length} "
                                  f"per text (regner serve max_length=N)")
-        entities = await batcher_holder["batcher"].submit(texts)
+        entities = await app.state.batcher.submit(texts)
         records = [{"text": text, "entities": found} for text, found in zip(texts, entities)]
         return records[0] if body.text is not None else records
 
     @app.get("/health")
     async def health():
-        batcher = batcher_holder.get("batcher")
+        batcher = getattr(app.state, "batcher", None)
         return {"status": "ok", "model": source, "backend": loaded.config.get("backend", "torch"),
                 "labels": len(loaded.model.labels), "uptime_s": round(time.time() - started, 3),
                 "batching": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,

@@ -200,10 +200,10 @@ class Trainer:
                               f"an integer ≤ {positions}, the position embeddings of {cfg.encoder.name}")
         self.label2id = {label: i for i, label in enumerate(self.splits.labels)}
         self.pad_id = self.tokenizer.pad_token_id or 0
-        cache, self.progress = tcfg.get("feature_cache"), bool(tcfg.progress and self.dist.is_main)
+        cache, self.show_progress = tcfg.get("feature_cache"), bool(tcfg.progress and self.dist.is_main)
 
         def encode(name: str, examples: list):
-            return encode_split(name, examples, self.tokenizer, self.label2id, cfg.data, cache, self.progress)
+            return encode_split(name, examples, self.tokenizer, self.label2id, cfg.data, cache, self.show_progress)
 
         self.train_split, self.dev_split = encode("train", self.splits.train), encode("dev", self.splits.dev)
         self.test_split = encode("test", self.splits.test) if self.splits.test else None
@@ -360,14 +360,14 @@ class Trainer:
         state = self.state
         save_every = tcfg.get("save_every_steps") or 0
         check_every = max(1, tcfg.get("check_every") or 1)
-        with progress.display(self.progress):
+        with progress.display(self.show_progress):
             while state.epoch <= tcfg.max_epochs and not state.stopped:
                 epoch = state.epoch
                 self.model.train()
                 epoch_start = time.perf_counter()
                 pending: dict[str, torch.Tensor] = {}
                 first_pending = state.global_step + 1
-                with progress.step(f"epoch {epoch}/{tcfg.max_epochs}", self.steps_per_epoch, self.progress,
+                with progress.step(f"epoch {epoch}/{tcfg.max_epochs}", self.steps_per_epoch, self.show_progress,
                                    completed=state.batches_done) as bar:
                     for batch in self.epoch_loader(epoch, skip=state.batches_done):
                         terms = self.training_step(batch)
@@ -423,7 +423,7 @@ class Trainer:
         state, tcfg = self.state, self.tcfg
         with self.callbacks.evaluation_weights(self):  # EMA: the averaged weights are evaluated and saved
             dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
-                              self.cfg.head.threshold, self.autocast, self.pad_id, name="dev", progress=self.progress)
+                              self.cfg.head.threshold, self.autocast, self.pad_id, name="dev", progress=self.show_progress)
             improved = dev["f1"] > state.best_f1
             if improved and self.dist.is_main:
                 self.save_best()
@@ -453,7 +453,7 @@ class Trainer:
 
     def final_metrics(self, best_epoch: int, epochs: int, train_time: float, wall_time: float) -> dict[str, Any]:
         kwargs = dict(device=self.device, batch_size=self.tcfg.eval_batch_size, threshold=self.cfg.head.threshold,
-                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True, progress=self.progress)
+                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True, progress=self.show_progress)
         dev, _ = evaluate(self.model, self.dev_split, name="dev", **kwargs)
         test = evaluate(self.model, self.test_split, name="test", **kwargs)[0] if self.test_split else None
         for name, split in (("dev", dev), ("test", test)):

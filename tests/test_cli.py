@@ -15,12 +15,15 @@ TINY = ["data.train_size=600", "data.dev_size=100", "data.test_size=60", "traine
         "head.head_size=32"]
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of a ``regner`` command started by a test: offline, this checkout, its share of the cores."""
+    return {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS),
+            "REGNER_CACHE": os.environ["REGNER_CACHE"], "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
 def regner(*args, cwd, stdin=None):
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS),
-           "REGNER_CACHE": os.environ["REGNER_CACHE"],
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "regner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env, input=stdin)
+                          timeout=300, env=cli_env(), input=stdin)
 
 
 def run_dirs(root: Path):

@@ -9,20 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import THREADS
-from .test_cli import regner
+from .test_cli import cli_env, regner
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS),
-       "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-
-
 def Server(*args: str):
     from regner.serving import ServerProcess
 
-    return ServerProcess(list(args), ENV, timeout=120)
+    return ServerProcess(list(args), cli_env(), timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +140,7 @@ def test_load_script_reports_every_cell_for_both_backends(trained_run, exported,
     result = subprocess.run([sys.executable, "scripts/bench_serve.py", "--ckpt", str(trained_run), "--onnx", str(exported),
                              "--requests", "4", "--warmup", "1", "--batch-sizes", "1,3", "--concurrency", "1,2",
                              "--threads", "1", "--out", str(out)], cwd=Path(__file__).resolve().parents[1],
-                            capture_output=True, text=True, timeout=300, env={**ENV, "PATH": os.environ["PATH"]})
+                            capture_output=True, text=True, timeout=300, env={**cli_env(), "PATH": os.environ["PATH"]})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| torch") or
             line.startswith("| onnx")]

@@ -148,9 +148,10 @@ class MLMPretrainer:
                               "position embeddings")
         self.model.to(self.device)
         self.dist.broadcast_parameters(self.model)
-        shown = bool(pcfg.progress and self.dist.is_main)
-        self.windows = pack(self.corpus.train, self.tokenizer, pcfg.max_length, progress=shown)
-        held_out = pack(self.corpus.held_out, self.tokenizer, pcfg.max_length, "tokenising held-out", shown)
+        self.show_progress = bool(pcfg.progress and self.dist.is_main)
+        self.windows = pack(self.corpus.train, self.tokenizer, pcfg.max_length, progress=self.show_progress)
+        held_out = pack(self.corpus.held_out, self.tokenizer, pcfg.max_length, "tokenising held-out",
+                        self.show_progress)
         log.info("packed %d training windows and %d held-out windows of ≤ %d tokens", len(self.windows),
                  len(held_out), pcfg.max_length)
         self.collator = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=pcfg.mlm_probability,
@@ -193,7 +194,7 @@ class MLMPretrainer:
         """Mean MLM loss, perplexity and accuracy over the held-out slice's (fixed) masked tokens."""
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
-        with progress.step("evaluating held-out", len(self.eval_batches), self.pcfg.progress and self.dist.is_main) as bar:
+        with progress.step("evaluating held-out", len(self.eval_batches), self.show_progress) as bar:
             for batch in self.eval_batches:
                 bar.advance()
                 batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -252,7 +253,7 @@ class MLMPretrainer:
                      self.before["loss"], self.before["perplexity"], self.before["accuracy"])
         pcfg, state = self.pcfg, self.state
         self.model.train()
-        with progress.step("pretraining", self.total_steps, pcfg.progress and self.dist.is_main,
+        with progress.step("pretraining", self.total_steps, self.show_progress,
                            completed=state.step) as bar:
             while state.step < self.total_steps:
                 batches = self.dist.shard(self.epoch_batches(state.epoch))[state.batches_done:]
