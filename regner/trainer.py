@@ -176,6 +176,8 @@ class Trainer:
         self.run_info = run_info if run_info is not None else run_metadata(cfg)
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.tcfg = cfg.trainer
+        # A run saved before trainer.patience_min_f1 existed resumes with the rule it started under
+        self.patience_min_f1 = float(self.tcfg.get("patience_min_f1", 0.0))
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -440,8 +442,8 @@ class Trainer:
             warn_no_predictions(state.epoch, train, self.regularizer, self.cfg, self.scheduler.get_last_lr()[0])
         if improved:
             state.best_f1, state.best_epoch, state.stale = dev["f1"], state.epoch, 0
-        elif state.best_f1 > 0:  # patience starts once the model has found something
-            state.stale += 1
+        elif state.best_f1 > 0 and state.best_f1 >= self.patience_min_f1:  # patience starts once the model has
+            state.stale += 1  # found something real: a slow start (or an untrained head's chance hits) is no plateau
         stop = bool(tcfg.patience) and state.stale >= tcfg.patience
         state.stopped = self.dist.broadcast_flag(stop)  # rank 0 decides: ranks can never disagree and hang
         if state.stopped:

@@ -114,6 +114,7 @@ RULES: list[Rule] = [
     number("trainer.adam_beta2", 0.0, 1.0, high_open=True),
     number("trainer.adam_epsilon", 0.0, low_open=True),
     integer("trainer.patience", 0),
+    number("trainer.patience_min_f1", 0.0, 1.0),
     integer("trainer.num_workers", 0),
     integer("trainer.bucket_batches", 1),
     integer("trainer.log_every", 0),

@@ -144,3 +144,17 @@ def test_patience_starts_only_once_something_was_found(tmp_path, monkeypatch):
     metrics = run_training(cfg, tmp_path / "run")
     assert [row["dev"]["f1"] for row in history(tmp_path / "run")] == [0.0, 0.0, 0.3, 0.2]
     assert metrics["epochs"] == 4 and metrics["best_epoch"] == 3
+
+
+def test_chance_hits_of_an_untrained_head_do_not_start_patience(tmp_path, monkeypatch):
+    # An untrained head predicts thousands of spans and hits a few by chance (dev F1 0.002): counting patience
+    # from there stopped a slow-starting EMA run at epoch 4, before it had learnt anything
+    cfg = compose_config(*SETTINGS, "trainer.max_epochs=5", "trainer.patience=2")
+    scripted_dev_f1(monkeypatch, [0.002, 0.0, 0.0, 0.3, 0.2])
+    metrics = run_training(cfg, tmp_path / "run")
+    assert metrics["epochs"] == 5 and metrics["best_epoch"] == 4
+
+    old_rule = compose_config(*SETTINGS, "trainer.max_epochs=5", "trainer.patience=2", "trainer.patience_min_f1=0")
+    scripted_dev_f1(monkeypatch, [0.002, 0.0, 0.0, 0.3, 0.2])
+    metrics = run_training(old_rule, tmp_path / "old-rule")
+    assert metrics["epochs"] == 3 and metrics["best_epoch"] == 1 and metrics["early_stopping"]["stopped"]
