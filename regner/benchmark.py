@@ -605,12 +605,17 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
         other = [f"{r['_method']} ({r['verdict']})" for r in subset
                  if r["verdict"] not in ("better", "worse", "within noise") and not r["verdict"].startswith("unstable")]
         text = f"- **{dataset}, {regime}**: "
+        if not subset:
+            lines.append(text + "no method besides `none` has stage-2 results yet.")
+            continue
         text += (f"better than `none` beyond noise: {', '.join(better)}; " if better else
                  "no method is better than `none` beyond noise; ")
         text += f"worse beyond noise: {', '.join(worse)}; " if worse else ""
         text += f"within noise of `none`: {', '.join(noise)}" if noise else ""
         text += f"; unstable: {', '.join(unstable)}" if unstable else ""
         text += f"; not tested: {', '.join(other)}" if other else ""
+        missing = [m for m in profile.methods if m != "none" and m not in {r["_method"] for r in subset}]
+        text += f"; stage 2 not run yet: {', '.join(missing)}" if missing else ""
         lines.append(text.rstrip("; ") + ".")
     lines.append("")
     lines.append("**Per-logit vs softmax KL** (Su Jianlin: the per-logit sigmoid KL slightly helps GlobalPointer with "
@@ -636,8 +641,16 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                          f"per-logit − softmax {_fmt(result.delta if result else math.nan, '+.4f')}, "
                          f"p {_fmt(result.p if result else math.nan, '.3f')}: {verdict}.")
     if len(lines) == compared:
-        lines.append("- not measured: no regularizer ran with both KL variants in this benchmark.")
+        lines.append("- not measured: no regularizer has stage-2 results with both KL variants (yet, if the benchmark "
+                     "is partial).")
     return lines
+
+
+def _relative(path: Path, out: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _per_seed(row: dict, attribute: str) -> dict:
@@ -708,9 +721,12 @@ def build(out: Path, profile: Profile, preamble: str = "") -> tuple[str, list[di
     written = plots(out, rows, tune_rows, profile, throughput) if (rows or tune_rows) else []
     if written:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in written] + [""]
-    failed = [r for row in rows for r in row["_runs"] if r.status not in ("completed", "diverged")]
-    if failed:
-        parts += ["## Failed runs", ""] + [f"- `{r.path}`: {r.status} {r.reason}" for r in failed] + [""]
+    unfinished = [r for row in rows for r in row["_runs"] if r.status not in ("completed", "diverged")]
+    for title, runs in (("Failed runs", [r for r in unfinished if r.status == "failed"]),
+                        ("Unfinished runs (resumed by `make benchmark`)", [r for r in unfinished if r.status != "failed"])):
+        if runs:
+            parts += [f"## {title}", ""] + [f"- `{_relative(r.path, out)}`: {r.status}" + (f": {r.reason}" if r.reason else "")
+                                                 for r in runs] + [""]
     text = "\n".join(parts)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", text)

@@ -16,6 +16,7 @@ from regner.benchmark import (
     Method,
     ProfileError,
     choose_strength,
+    conclusions,
     load_profile,
     pareto_front,
     preset_yaml,
@@ -152,6 +153,25 @@ def test_prune_keeps_what_a_report_reads_and_git_ignores_the_rest(tmp_path):
     assert sorted(p.name for p in done.iterdir()) == ["metrics.json", "status.json"]
     assert (running / "last").exists() and (running / "checkpoint").exists()  # still needed to resume
     assert {"checkpoint/", "last/", ".hydra/"} <= set(GITIGNORE.splitlines())
+
+
+def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(DEMO_PROFILE.replace("methods:\n", "methods:\n  noise: {overrides: [regularizer=noise], "
+                                         "grid: {regularizer.sigma: [0.1, 0.3]}, default: 0.1}\n"))
+    profile = load_profile(path, encoder="enc")
+
+    def row(method, verdict="baseline", delta=0.0):
+        return {"_dataset": "demo", "_regime": "pretrained", "_method": method, "verdict": verdict,
+                "delta_vs_none": delta, "regularizer": method, "kl": None}
+
+    only_none = conclusions([row("none")], profile)
+    assert only_none[0] == "- **demo, pretrained**: no method besides `none` has stage-2 results yet."
+    assert "no regularizer has stage-2 results with both KL variants" in only_none[-1]
+    some = conclusions([row("none"), row("fgm", "within noise", 0.01)], profile)[0]
+    assert "within noise of `none`: fgm" in some and "stage 2 not run yet: noise" in some
+    every = conclusions([row("none"), row("fgm", "better", 0.02), row("noise", "within noise")], profile)[0]
+    assert "better than `none` beyond noise: fgm (+0.0200)" in every and "not run yet" not in every
 
 
 # -- the whole pipeline on the demo data ---------------------------------------------------------
