@@ -123,6 +123,7 @@ class TrainState:
     global_step: int = 0
     train_tokens: int = 0
     train_time: float = 0.0
+    wall_time: float = 0.0  # seconds of the run so far, every invocation's up to its last save (evaluation included)
     best_f1: float = -1.0
     best_epoch: int = 0
     stale: int = 0
@@ -321,6 +322,7 @@ class Trainer:
             with atomic_target(self.state_dir / RANK_RNG.format(rank=self.dist.rank)) as tmp:
                 torch.save(rng_state(), tmp)
             return
+        self.state.wall_time = self.elapsed()
         with atomic_target(self.run_dir / LAST_STATE) as tmp:
             torch.save(optimization_state(self.model, self.optimizer, self.scheduler, self.scaler,
                                           state=asdict(self.state), callbacks=self.callbacks.state_dict()), tmp)
@@ -340,24 +342,29 @@ class Trainer:
                  self.state.batches_done, self.state.global_step, self.state.best_f1)
 
     # -- the loop ----------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Wall time of the run: the earlier invocations' (to their last save) and this one's."""
+        return self.wall_before + time.perf_counter() - self.started
+
     def fit(self) -> dict[str, Any]:
-        start = time.perf_counter()
+        self.started, self.wall_before = time.perf_counter(), 0.0
         self.setup()
         self.state = TrainState()
         history = History(self.run_dir / HISTORY_FILE, enabled=self.dist.is_main)
         if self.resume:
             self.load_last()
             history.load()
+            self.wall_before, self.started = self.state.wall_time, time.perf_counter()
         self.callbacks.on_train_begin(self)
         try:
-            metrics = self._fit(history, start)
+            metrics = self._fit(history)
         except BaseException:
             self.callbacks.on_train_end(self, None)
             raise
         self.callbacks.on_train_end(self, metrics)
         return metrics
 
-    def _fit(self, history: History, start: float) -> dict[str, Any]:
+    def _fit(self, history: History) -> dict[str, Any]:
         tcfg = self.tcfg
         state = self.state
         save_every = tcfg.get("save_every_steps") or 0
@@ -400,7 +407,7 @@ class Trainer:
                         if stopping:
                             raise Interrupted(self.stop.signum, state.global_step)
                 state.train_time += time.perf_counter() - epoch_start
-                self.end_of_epoch(history, start)
+                self.end_of_epoch(history)
                 if self.stop_requested(True):  # the state of the finished epoch is saved
                     raise Interrupted(self.stop.signum, state.global_step)
         self.in_sync = self.dist.in_sync(self.model)
@@ -408,7 +415,7 @@ class Trainer:
             log.error("data-parallel ranks ended with different weights")
         self.model.load_state_dict(SpanModel.from_pretrained(self.run_dir / "checkpoint")[0].state_dict()
                                    if self.dist.is_main else self.model.state_dict())
-        metrics = self.final_metrics(state.best_epoch, state.epochs_done, state.train_time, time.perf_counter() - start)
+        metrics = self.final_metrics(state.best_epoch, state.epochs_done, state.train_time, self.elapsed())
         self.dist.close()
         return metrics
 
@@ -419,7 +426,7 @@ class Trainer:
             return bool(self.stop)
         return sync_point and self.dist.broadcast_flag(bool(self.stop))
 
-    def end_of_epoch(self, history: History, start: float) -> None:
+    def end_of_epoch(self, history: History) -> None:
         """Evaluate, log, keep the best checkpoint, decide early stopping and save resumable state
         (the decision included, so a resumed run stops where the uninterrupted one did)."""
         state, tcfg = self.state, self.tcfg
@@ -433,7 +440,7 @@ class Trainer:
         train = {k: v / n for k, v in state.sums.items()}
         record = {"epoch": state.epoch, "step": state.global_step, "train": train,
                   "dev": {k: dev[k] for k in ("precision", "recall", "f1", "predicted")},
-                  "lr": self.scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - start}
+                  "lr": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed()}
         history.append(record)
         self.callbacks.on_evaluate(self, record)
         log.info("epoch %d: dev P %.4f R %.4f F1 %.4f (%d spans predicted)%s", state.epoch, dev["precision"],

@@ -58,6 +58,36 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, sto
     assert [r["dev"] for r in history(tmp_path / "resumed")] == [r["dev"] for r in history(tmp_path / "reference")]
 
 
+def test_a_resumed_run_reports_the_wall_time_of_every_invocation(tmp_path, monkeypatch):
+    # The first invocation runs on a clock that jumps 100 s per reading: its saved time must count in the
+    # resumed run's wall time (it used to report only the last invocation's, below its own training time)
+    import time
+
+    cfg = compose_config(*SETTINGS, "trainer.save_every_steps=3")
+    original, real_clock = Trainer.training_step, time.perf_counter
+    readings = {"n": 0}
+
+    def jumping_clock():
+        readings["n"] += 1
+        return real_clock() + 100.0 * readings["n"]
+
+    def killed(self, batch):
+        if self.state.global_step >= 7:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(time, "perf_counter", jumping_clock)
+    monkeypatch.setattr(Trainer, "training_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "run")
+    monkeypatch.setattr(time, "perf_counter", real_clock)
+    monkeypatch.setattr(Trainer, "training_step", original)
+    train = run_training(cfg, tmp_path / "run", resume=True)["train"]
+    assert train["train_time_s"] >= 100.0 and train["wall_time_s"] >= train["train_time_s"]
+    elapsed = [row["elapsed_s"] for row in history(tmp_path / "run")]
+    assert elapsed == sorted(elapsed) and elapsed[0] >= 100.0
+
+
 def test_resume_via_cli_continues_in_the_same_directory(tmp_path, monkeypatch):
     from .test_cli import regner, run_dirs
 
