@@ -70,9 +70,9 @@ def report_error(command: str, err: BaseException, run_dir: Path | None = None, 
 
 # Keys that may change when a run is resumed: they decide how long and where it trains, not what it learns
 # from a given state. (max_epochs also stretches the learning-rate schedule from the saved step on.)
-RESUMABLE_OVERRIDES = ("trainer.max_epochs", "trainer.patience", "trainer.patience_min_f1", "trainer.save_every_steps", "trainer.progress",
-                       "trainer.device", "trainer.num_workers", "trainer.num_threads", "trainer.log_every",
-                       "trainer.check_every", "trainer.eval_batch_size")
+RESUMABLE_OVERRIDES = ("trainer.max_epochs", "trainer.patience", "trainer.patience_min_f1", "trainer.save_every_steps",
+                       "trainer.progress", "trainer.device", "trainer.num_workers", "trainer.num_threads",
+                       "trainer.log_every", "trainer.check_every", "trainer.eval_batch_size")
 
 
 def _override_key(arg: str) -> str:
