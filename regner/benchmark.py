@@ -604,19 +604,26 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
         unstable = [f"{r['_method']} ({r['verdict']})" for r in subset if r["verdict"].startswith("unstable")]
         other = [f"{r['_method']} ({r['verdict']})" for r in subset
                  if r["verdict"] not in ("better", "worse", "within noise") and not r["verdict"].startswith("unstable")]
-        text = f"- **{dataset}, {regime}**: "
+        head = f"- **{dataset}, {regime}**: "
         if not subset:
-            lines.append(text + "no method besides `none` has stage-2 results yet.")
+            lines.append(head + "no method besides `none` has stage-2 results yet.")
             continue
-        text += (f"better than `none` beyond noise: {', '.join(better)}; " if better else
-                 "no method is better than `none` beyond noise; ")
-        text += f"worse beyond noise: {', '.join(worse)}; " if worse else ""
-        text += f"within noise of `none`: {', '.join(noise)}" if noise else ""
-        text += f"; unstable: {', '.join(unstable)}" if unstable else ""
-        text += f"; not tested: {', '.join(other)}" if other else ""
         missing = [m for m in profile.methods if m != "none" and m not in {r["_method"] for r in subset}]
-        text += f"; stage 2 not run yet: {', '.join(missing)}" if missing else ""
-        lines.append(text.rstrip("; ") + ".")
+        clauses = [f"better than `none` beyond noise: {', '.join(better)}" if better else
+                   "no method is better than `none` beyond noise",
+                   f"worse beyond noise: {', '.join(worse)}" if worse else "",
+                   f"within noise of `none`: {', '.join(noise)}" if noise else "",
+                   f"unstable: {', '.join(unstable)}" if unstable else "",
+                   f"not tested: {', '.join(other)}" if other else "",
+                   f"stage 2 not run yet: {', '.join(missing)}" if missing else ""]
+        text = head + "; ".join(c for c in clauses if c) + "."
+        halves = sorted((r["delta_ci_high"] - r["delta_ci_low"]) / 2 for r in subset
+                        if math.isfinite(r["delta_ci_high"]) and math.isfinite(r["delta_ci_low"]))
+        if halves:  # what "within noise" means here, in F1 points
+            width = f"±{100 * halves[0]:.1f}" + (f" to ±{100 * halves[-1]:.1f}" if halves[-1] > halves[0] + 5e-4 else "")
+            text += (f" The paired 95 % intervals are {width} F1 points wide: a smaller true difference cannot be "
+                     "told from seed noise here.")
+        lines.append(text)
     lines.append("")
     lines.append("**Per-logit vs softmax KL** (Su Jianlin: the per-logit sigmoid KL slightly helps GlobalPointer with "
                  "R-Drop, a softmax KL over all spans hurts). Paired on the shared final seeds, test F1, unadjusted:")
@@ -635,9 +642,9 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
             verdict = ("cannot tell" if result is None or math.isnan(result.p) else
                        ("per-logit ahead" if result.delta > 0 else "softmax ahead") if result.p < 0.05 else
                        "no difference beyond noise")
-            lines.append(f"- {base}, {dataset}, {regime}: per-logit KL at {per_logit['strength']} "
+            lines.append(f"- {base}, {dataset}, {regime}: per-logit KL at {per_logit.get('_strength', per_logit['strength'])} "
                          f"Δ vs none {_fmt(per_logit['delta_vs_none'], '+.4f')} ({per_logit['verdict']}); softmax KL "
-                         f"at {softmax['strength']} Δ {_fmt(softmax['delta_vs_none'], '+.4f')} ({softmax['verdict']}); "
+                         f"at {softmax.get('_strength', softmax['strength'])} Δ {_fmt(softmax['delta_vs_none'], '+.4f')} ({softmax['verdict']}); "
                          f"per-logit − softmax {_fmt(result.delta if result else math.nan, '+.4f')}, "
                          f"p {_fmt(result.p if result else math.nan, '.3f')}: {verdict}.")
     if len(lines) == compared:
@@ -707,6 +714,8 @@ def build(out: Path, profile: Profile, preamble: str = "") -> tuple[str, list[di
             if subset:
                 labels = {m: f"{profile.methods[m].key}={_value_label(chosen[(dataset, regime, m)])}"
                           for m in profile.methods if (dataset, regime, m) in chosen}
+                for r in subset:  # the reading names the strength as the table does (the profile's knob)
+                    r["_strength"] = labels.get(r["_method"], r["strength"])
                 parts += final_table(subset, profile, labels, throughput) + [""]
             else:
                 parts += ["Stage 2 has not run yet for this dataset and regime.", ""]

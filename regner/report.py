@@ -42,7 +42,8 @@ SIGNIFICANCE = 0.05  # family-wise, after Holm's correction over the rows of one
 INERT_KEYS = {"seed", "resume", "ckpt", "alpha", "regularizer._target_", "regularizer.name", "data.root",
               "trainer.progress", "trainer.num_workers", "trainer.feature_cache", "trainer.save_every_steps",
               "trainer.log_every", "trainer.check_every", "trainer.resume", "trainer.eval_batch_size",
-              "trainer.loggers", "trainer.mlflow.tracking_uri", "trainer.mlflow.experiment"}
+              "trainer.loggers", "trainer.mlflow.tracking_uri", "trainer.mlflow.experiment",
+              "trainer.num_threads"}  # CPU threads change only the order of float sums, not the method
 TREATMENT_PREFIXES = ("regularizer.", "kl.", "trainer.ema.")  # EMA is compared as a method: "fgm+ema" vs "none"
 
 

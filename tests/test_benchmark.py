@@ -163,15 +163,20 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
 
     def row(method, verdict="baseline", delta=0.0):
         return {"_dataset": "demo", "_regime": "pretrained", "_method": method, "verdict": verdict,
-                "delta_vs_none": delta, "regularizer": method, "kl": None}
+                "delta_vs_none": delta, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "regularizer": method,
+                "kl": None}
 
     only_none = conclusions([row("none")], profile)
     assert only_none[0] == "- **demo, pretrained**: no method besides `none` has stage-2 results yet."
     assert "no regularizer has stage-2 results with both KL variants" in only_none[-1]
     some = conclusions([row("none"), row("fgm", "within noise", 0.01)], profile)[0]
-    assert "within noise of `none`: fgm" in some and "stage 2 not run yet: noise" in some
+    assert some == "- **demo, pretrained**: no method is better than `none` beyond noise; within noise of `none`: fgm; " \
+                   "stage 2 not run yet: noise."
     every = conclusions([row("none"), row("fgm", "better", 0.02), row("noise", "within noise")], profile)[0]
     assert "better than `none` beyond noise: fgm (+0.0200)" in every and "not run yet" not in every
+    with_intervals = [row("none"), row("fgm", "within noise") | {"delta_ci_low": -0.03, "delta_ci_high": 0.05},
+                      row("noise", "within noise") | {"delta_ci_low": -0.02, "delta_ci_high": 0.0}]
+    assert "intervals are ±1.0 to ±4.0 F1 points wide" in conclusions(with_intervals, profile)[0]
 
 
 # -- the whole pipeline on the demo data ---------------------------------------------------------
