@@ -617,6 +617,11 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                    f"not tested: {', '.join(other)}" if other else "",
                    f"stage 2 not run yet: {', '.join(missing)}" if missing else ""]
         text = head + "; ".join(c for c in clauses if c) + "."
+        baseline = [r for r in rows if (r["_dataset"], r["_regime"], r["_method"]) == (dataset, regime, "none")]
+        caps = [hit_cap(run.path)[0] for r in baseline for run in r["_runs"] if run.status in FINISHED]
+        if any(caps):  # the protocol's cap must be one `none` does not reach
+            text += (f" `none` used every allowed epoch in {sum(caps)} of {len(caps)} runs: the epoch cap may be "
+                     "what limits it, not convergence.")
         halves = sorted((r["delta_ci_high"] - r["delta_ci_low"]) / 2 for r in subset
                         if math.isfinite(r["delta_ci_high"]) and math.isfinite(r["delta_ci_low"]))
         if halves:  # what "within noise" means here, in F1 points

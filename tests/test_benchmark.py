@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -164,7 +165,7 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     def row(method, verdict="baseline", delta=0.0):
         return {"_dataset": "demo", "_regime": "pretrained", "_method": method, "verdict": verdict,
                 "delta_vs_none": delta, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "regularizer": method,
-                "kl": None}
+                "kl": None, "_runs": []}
 
     only_none = conclusions([row("none")], profile)
     assert only_none[0] == "- **demo, pretrained**: no method besides `none` has stage-2 results yet."
@@ -177,6 +178,18 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     with_intervals = [row("none"), row("fgm", "within noise") | {"delta_ci_low": -0.03, "delta_ci_high": 0.05},
                       row("noise", "within noise") | {"delta_ci_low": -0.02, "delta_ci_high": 0.0}]
     assert "intervals are ±1.0 to ±4.0 F1 points wide" in conclusions(with_intervals, profile)[0]
+    assert "epoch cap" not in conclusions(with_intervals, profile)[0]
+
+    # `none` runs that used every epoch without early stopping: the reading says the cap may limit it
+    runs = []
+    for seed, (stopped, epochs) in enumerate([(False, 15), (True, 11)]):
+        directory = tmp_path / f"seed-{seed}"
+        directory.mkdir()
+        (directory / "metrics.json").write_text(json.dumps(
+            {"epochs": epochs, "best_epoch": 9, "early_stopping": {"stopped": stopped, "max_epochs": 15}}))
+        runs.append(SimpleNamespace(path=directory, status="completed"))
+    capped = [row("none") | {"_runs": runs}, row("fgm", "within noise")]
+    assert "`none` used every allowed epoch in 1 of 2 runs" in conclusions(capped, profile)[0]
 
 
 # -- the whole pipeline on the demo data ---------------------------------------------------------
