@@ -280,6 +280,15 @@ def choose_strength(method: Method, scores: dict[Any, list[float]]) -> tuple[Any
     return min(tied, key=distance), f"dev F1 {best:.4f}"
 
 
+def grid_edges(grid: list) -> dict[Any, str]:
+    """The lowest and highest value of a numeric grid of ≥ 3 values: a strength chosen there may have
+    its optimum beyond the grid."""
+    numeric = [v for v in grid if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numeric) < 3 or len(numeric) != len(grid):
+        return {}
+    return {min(numeric): "lowest", max(numeric): "highest"}
+
+
 def select(profile: Profile, out: Path, dataset: str) -> tuple[dict[tuple[str, str], Any], list[dict]]:
     """The chosen strength of each (regime, method) and the stage-1 table rows."""
     chosen, rows = {}, []
@@ -289,7 +298,8 @@ def select(profile: Profile, out: Path, dataset: str) -> tuple[dict[tuple[str, s
             none = [f for f in (dev_f1(run_dir(out, Job(dataset, regime, "tune", "none", None, []), s))
                                 for s in profile.tune_seeds) if f is not None]
             rows.append({"dataset": dataset, "regime": regime, "method": "none", "key": None, "value": None,
-                         "dev_f1": statistics.fmean(none) if none else math.nan, "n": len(none), "chosen": False})
+                         "dev_f1": statistics.fmean(none) if none else math.nan, "n": len(none), "chosen": False,
+                         "edge": ""})
         for m in profile.methods.values():
             if not m.tuned:
                 continue
@@ -301,10 +311,12 @@ def select(profile: Profile, out: Path, dataset: str) -> tuple[dict[tuple[str, s
             chosen[(regime, m.name)] = value
             # a choice is only shown once every grid value has run (a partial report shows none yet)
             complete = all(len(s) == len(profile.tune_seeds) for s in scores.values())
+            edges = grid_edges(m.grid)
             if regime == source:
                 rows += [{"dataset": dataset, "regime": regime, "method": m.name, "key": m.key, "value": v,
                           "dev_f1": statistics.fmean(s) if s else math.nan, "n": len(s),
-                          "chosen": complete and v == value} for v, s in scores.items()]
+                          "chosen": complete and v == value, "edge": edges.get(v, "") if complete and v == value
+                          else ""} for v, s in scores.items()]
     return chosen, rows
 
 
@@ -502,7 +514,10 @@ def tune_table(tune_rows: list[dict], dataset: str, regime: str) -> list[str]:
     lines = ["| method | knob | value | dev F1 (mean over tune seeds) | n | chosen |", "|---|---|---|---|---|---|"]
     for r in subset:
         lines.append(f"| {r['method']} | {r['key'] or '—'} | {'—' if r['value'] is None else _value_label(r['value'])} | {_fmt(r['dev_f1'], '.4f')} | "
-                     f"{r['n']} | {'**✓**' if r['chosen'] else ''} |")
+                     f"{r['n']} | {'**✓**' if r['chosen'] else ''}{' (grid edge)' if r.get('edge') else ''} |")
+    edges = [f"{r['method']} ({r['key']}={_value_label(r['value'])}, the {r['edge']})" for r in subset if r.get("edge")]
+    if edges:
+        lines += ["", "Chosen at the edge of its grid, so the best strength may lie beyond it: " + ", ".join(edges) + "."]
     return lines
 
 

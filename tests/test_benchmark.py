@@ -18,11 +18,13 @@ from regner.benchmark import (
     ProfileError,
     choose_strength,
     conclusions,
+    grid_edges,
     load_profile,
     pareto_front,
     preset_yaml,
     relative_strength,
     run_state,
+    tune_table,
 )
 from regner.cli import config_dir
 
@@ -121,6 +123,19 @@ def test_strength_choice_takes_the_best_mean_and_breaks_ties_towards_the_default
     ema = Method("ema", [], "trainer.ema.decay", [0.9, 0.967, 0.99], 0.967)
     assert relative_strength(ema, 0.99) == pytest.approx(3.3, rel=1e-9)  # horizon 100 vs 30 steps
     assert relative_strength(method, 0.15) == pytest.approx(3.0)
+
+
+def test_a_strength_chosen_at_the_edge_of_its_grid_is_flagged():
+    assert grid_edges([0.05, 0.015, 0.15]) == {0.015: "lowest", 0.15: "highest"}
+    assert grid_edges([0.05, 0.3]) == {} and grid_edges(["a", "b", "c"]) == {}
+    rows = [{"dataset": "d", "regime": "r", "method": "fgm", "key": "regularizer.epsilon", "value": v, "dev_f1": f,
+             "n": 1, "chosen": v == 0.015, "edge": "lowest" if v == 0.015 else ""}
+            for v, f in ((0.015, 0.41), (0.05, 0.37), (0.15, 0.0))]
+    table = tune_table(rows, "d", "r")
+    assert "| fgm | regularizer.epsilon | 0.015 | 0.4100 | 1 | **✓** (grid edge) |" in table
+    assert table[-1] == ("Chosen at the edge of its grid, so the best strength may lie beyond it: "
+                         "fgm (regularizer.epsilon=0.015, the lowest).")
+    assert not any("edge" in line for line in tune_table([r | {"edge": ""} for r in rows], "d", "r"))
 
 
 def test_pareto_front_keeps_what_nothing_beats():
