@@ -542,12 +542,14 @@ def int_option(options: dict, key: str, low: int, high: int | None = None) -> No
     """``options[key]`` as an integer in [low, high], else a ConfigError naming the key."""
     from regner.errors import ConfigError
 
+    expected = f"an integer ≥ {low}" + (f" and ≤ {high}" if high is not None else "")
     try:
-        options[key] = int(options[key])
-        assert options[key] >= low and (high is None or options[key] <= high)
-    except (ValueError, TypeError, AssertionError):
-        raise ConfigError(key, options[key], f"an integer ≥ {low}" + (f" and ≤ {high}" if high is not None else "")) \
-            from None
+        value = int(options[key])
+    except (ValueError, TypeError):
+        raise ConfigError(key, options[key], expected) from None
+    if value < low or (high is not None and value > high):
+        raise ConfigError(key, value, expected)
+    options[key] = value
 
 
 def float_option(options: dict, key: str, expected: str, low: float | None = None) -> None:
@@ -559,10 +561,12 @@ def float_option(options: dict, key: str, expected: str, low: float | None = Non
     if options[key] is None:
         return
     try:
-        options[key] = float(options[key])
-        assert math.isfinite(options[key]) and (low is None or options[key] >= low)
-    except (ValueError, AssertionError):
+        value = float(options[key])
+    except ValueError:
         raise ConfigError(key, options[key], expected) from None
+    if not math.isfinite(value) or (low is not None and value < low):
+        raise ConfigError(key, value, expected)
+    options[key] = value
 
 
 def choice_option(options: dict, key: str, choices: tuple) -> None:
