@@ -354,7 +354,7 @@ class Trainer:
         if self.resume:
             self.load_last()
             history.load()
-            self.wall_before, self.started = self.state.wall_time, time.perf_counter()
+            self.wall_before = self.state.wall_time
         self.callbacks.on_train_begin(self)
         try:
             metrics = self._fit(history)
