@@ -891,6 +891,15 @@ class Ledger:
                 f"(first started {runs[0]['started'] if runs else time.strftime('%Y-%m-%d %H:%M')})")
 
 
+def schedule(profile: Profile) -> list[tuple[str, str, list[int]]]:
+    """The sweeps in the order they run, as (dataset, stage, seeds): stage 1 of every dataset first, then
+    stage 2 one seed at a time across every dataset. The results do not depend on the order (each run is
+    fixed by its seed); what does is the partial report of an interrupted benchmark, which then covers every
+    dataset and regime on the same seeds instead of one dataset fully and the next not at all."""
+    return [*((d, "tune", list(profile.tune_seeds)) for d in profile.datasets),
+            *((d, "final", [s]) for s in profile.final_seeds for d in profile.datasets)]
+
+
 def _pending(out: Path, jobs: list[Job], seeds: list[int]) -> list[Job]:
     return [job for job in jobs if any(run_state(run_dir(out, job, s)) not in FINISHED for s in seeds)]
 
@@ -906,7 +915,7 @@ def run_stage(out: Path, dataset: str, stage: str, jobs: list[Job], seeds: list[
     pending = _pending(out, pending, seeds)
     if not pending:
         return 0
-    say(f"{dataset} {stage}: {len(pending)} preset(s) × {len(seeds)} seed(s), {parallel} job(s) in parallel with "
+    say(f"{dataset} {stage}: {len(pending)} preset(s) × seed(s) {','.join(map(str, seeds))}, {parallel} job(s) in parallel with "
         f"{threads} thread(s) each")
     return run_sweep(sweep_command(out, presets, pending, seeds, stage, dataset, parallel, threads),
                      out / f"{dataset}-{stage}.log", threads, progress, prune_runs)
@@ -973,6 +982,8 @@ def main(argv: list[str] | None = None) -> int:
                 final = final_jobs(profile, dataset, {(r, m): "<chosen>" for r in profile.regimes
                                                       for m in profile.methods})
                 print(f"then stage 2: {len(final)} presets × seeds {profile.final_seeds}")
+            print("order: " + ", ".join(f"{d} {'stage 1' if st == 'tune' else 'stage 2'} seed(s) "
+                                        f"{','.join(map(str, seeds))}" for d, st, seeds in schedule(profile)))
             return 0
         if args.report_only:
             ledger = Ledger(out)
@@ -1001,12 +1012,16 @@ def main(argv: list[str] | None = None) -> int:
     progress = TotalProgress(directories, planned, enabled=not args.no_progress, ledger=ledger)
     try:
         with progress:
-            for dataset in profile.datasets:
-                failures += run_stage(out, dataset, "tune", tune_jobs(profile, dataset), profile.tune_seeds,
-                                      parallel, threads, progress, say, not profile.keep_checkpoints) != 0
-                chosen, _ = select(profile, out, dataset)
-                failures += run_stage(out, dataset, "final", final_jobs(profile, dataset, chosen), profile.final_seeds,
-                                      parallel, threads, progress, say, not profile.keep_checkpoints) != 0
+            chosen: dict[str, dict] = {}
+            for dataset, stage, seeds in schedule(profile):
+                if stage == "tune":
+                    jobs = tune_jobs(profile, dataset)
+                else:  # stage 1 of this dataset has run: its choices are final
+                    if dataset not in chosen:
+                        chosen[dataset], _ = select(profile, out, dataset)
+                    jobs = final_jobs(profile, dataset, chosen[dataset])
+                failures += run_stage(out, dataset, stage, jobs, seeds, parallel, threads, progress, say,
+                                      not profile.keep_checkpoints) != 0
         run_throughput(out, profile, say)
         finished = True
     except KeyboardInterrupt:

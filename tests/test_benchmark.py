@@ -24,6 +24,7 @@ from regner.benchmark import (
     preset_yaml,
     relative_strength,
     run_state,
+    schedule,
     tune_table,
 )
 from regner.cli import config_dir
@@ -136,6 +137,19 @@ def test_a_strength_chosen_at_the_edge_of_its_grid_is_flagged():
     assert table[-1] == ("Chosen at the edge of its grid, so the best strength may lie beyond it: "
                          "fgm (regularizer.epsilon=0.015, the lowest).")
     assert not any("edge" in line for line in tune_table([r | {"edge": ""} for r in rows], "d", "r"))
+
+
+def test_stage_two_runs_seed_by_seed_across_datasets_after_every_stage_one():
+    profile = load_profile(REPO / "scripts" / "matrices" / "cpu.yaml")
+    order = schedule(profile)
+    datasets = list(profile.datasets)
+    assert len(datasets) >= 2
+    assert order[:len(datasets)] == [(d, "tune", [101]) for d in datasets]
+    finals = order[len(datasets):]
+    assert finals == [(d, "final", [s]) for s in profile.final_seeds for d in datasets]
+    # every stage-2 run is scheduled exactly once: the order changes nothing but what a partial report covers
+    assert sorted((d, s) for d, _, seeds in finals for s in seeds) == sorted(
+        (d, s) for d in datasets for s in profile.final_seeds)
 
 
 def test_pareto_front_keeps_what_nothing_beats():
@@ -251,6 +265,9 @@ def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     profile.write_text(DEMO_PROFILE)
     result = benchmark(profile, encoder_dir, out)
     assert result.returncode == 0, result.stderr[-3000:]
+    sweeps = [line.split(": ")[1].split(" ")[1] + " " + line.split("seed(s) ")[1].split(",")[0]
+              for line in result.stderr.splitlines() if line.startswith("benchmark: demo ")]
+    assert sweeps == ["tune 101", "final 1", "final 2"], result.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "## demo — pretrained" in report and "## demo — random" in report
     header = ("| method | regularizer | KL | strength | n | test F1 (mean ± std) | Δ F1 vs none [95 % CI] | p (Holm) | "
