@@ -260,6 +260,17 @@ def dev_f1(directory: Path) -> float | None:
     return float(_read_json(directory / "metrics.json")["dev"]["f1"])
 
 
+def epochs_run(directories: list[Path]) -> str:
+    """The epochs each finished run trained, "15 (cap)" where it used every allowed epoch without
+    stopping early (its strength was then judged before it had converged): "12", "9, 15 (cap)"."""
+    labels = []
+    for directory in directories:
+        metrics = _read_json(directory / "metrics.json") if run_state(directory) == "completed" else None
+        if metrics and metrics.get("epochs") is not None:
+            labels.append(f"{metrics['epochs']}{' (cap)' if hit_cap(directory)[0] else ''}")
+    return ", ".join(labels)
+
+
 def choose_strength(method: Method, scores: dict[Any, list[float]]) -> tuple[Any, str]:
     """The grid value with the best mean dev F1 over the tune seeds (ties: nearest the default, on a
     log scale where the values are positive); the default when no value has a result."""
@@ -295,18 +306,21 @@ def select(profile: Profile, out: Path, dataset: str) -> tuple[dict[tuple[str, s
     for regime in profile.regimes:
         source = regime if regime in profile.tune_regimes else profile.tune_regimes[0]
         if regime == source:
-            none = [f for f in (dev_f1(run_dir(out, Job(dataset, regime, "tune", "none", None, []), s))
-                                for s in profile.tune_seeds) if f is not None]
+            none_dirs = [run_dir(out, Job(dataset, regime, "tune", "none", None, []), s) for s in profile.tune_seeds]
+            none = [f for f in map(dev_f1, none_dirs) if f is not None]
             rows.append({"dataset": dataset, "regime": regime, "method": "none", "key": None, "value": None,
                          "dev_f1": statistics.fmean(none) if none else math.nan, "n": len(none), "chosen": False,
-                         "edge": ""})
+                         "edge": "", "epochs": epochs_run(none_dirs)})
         for m in profile.methods.values():
             if not m.tuned:
                 continue
             scores: dict[Any, list[float]] = {}
+            epochs: dict[Any, str] = {}
             for value in m.grid:
                 job = Job(dataset, source, "tune", m.name, value, [])
-                scores[value] = [f for f in (dev_f1(run_dir(out, job, s)) for s in profile.tune_seeds) if f is not None]
+                directories = [run_dir(out, job, s) for s in profile.tune_seeds]
+                scores[value] = [f for f in map(dev_f1, directories) if f is not None]
+                epochs[value] = epochs_run(directories)
             value, _ = choose_strength(m, scores)
             chosen[(regime, m.name)] = value
             # a choice is only shown once every grid value has run (a partial report shows none yet)
@@ -316,7 +330,7 @@ def select(profile: Profile, out: Path, dataset: str) -> tuple[dict[tuple[str, s
                 rows += [{"dataset": dataset, "regime": regime, "method": m.name, "key": m.key, "value": v,
                           "dev_f1": statistics.fmean(s) if s else math.nan, "n": len(s),
                           "chosen": complete and v == value, "edge": edges.get(v, "") if complete and v == value
-                          else ""} for v, s in scores.items()]
+                          else "", "epochs": epochs[v]} for v, s in scores.items()]
     return chosen, rows
 
 
@@ -511,13 +525,23 @@ def tune_table(tune_rows: list[dict], dataset: str, regime: str) -> list[str]:
     subset = [r for r in tune_rows if r["dataset"] == dataset and r["regime"] == regime]
     if not subset:
         return []
-    lines = ["| method | knob | value | dev F1 (mean over tune seeds) | n | chosen |", "|---|---|---|---|---|---|"]
+    lines = ["| method | knob | value | dev F1 (mean over tune seeds) | n | epochs run | chosen |",
+             "|---|---|---|---|---|---|---|"]
     for r in subset:
-        lines.append(f"| {r['method']} | {r['key'] or '—'} | {'—' if r['value'] is None else _value_label(r['value'])} | {_fmt(r['dev_f1'], '.4f')} | "
-                     f"{r['n']} | {'**✓**' if r['chosen'] else ''}{' (grid edge)' if r.get('edge') else ''} |")
+        value = "—" if r["value"] is None else _value_label(r["value"])
+        lines.append(f"| {r['method']} | {r['key'] or '—'} | {value} | {_fmt(r['dev_f1'], '.4f')} | {r['n']} | "
+                     f"{r.get('epochs') or '—'} | {'**✓**' if r['chosen'] else ''}"
+                     f"{' (grid edge)' if r.get('edge') else ''} |")
     edges = [f"{r['method']} ({r['key']}={_value_label(r['value'])}, the {r['edge']})" for r in subset if r.get("edge")]
     if edges:
         lines += ["", "Chosen at the edge of its grid, so the best strength may lie beyond it: " + ", ".join(edges) + "."]
+    capped = [r for r in subset if "(cap)" in (r.get("epochs") or "")]
+    if capped:
+        named = ", ".join(r["method"] if r["value"] is None else f"{r['method']} ({r['key']}={_value_label(r['value'])})"
+                          for r in capped)
+        lines += ["", f"Used every allowed epoch without stopping early ({len(capped)} of {len(subset)} points), so more "
+                      f"epochs might have changed their dev F1: {named}. Stage 2's *hit epoch cap* column counts the "
+                      "same for the runs compared on test."]
     return lines
 
 

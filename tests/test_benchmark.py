@@ -18,6 +18,7 @@ from regner.benchmark import (
     ProfileError,
     choose_strength,
     conclusions,
+    epochs_run,
     grid_edges,
     load_profile,
     pareto_front,
@@ -133,10 +134,33 @@ def test_a_strength_chosen_at_the_edge_of_its_grid_is_flagged():
              "n": 1, "chosen": v == 0.015, "edge": "lowest" if v == 0.015 else ""}
             for v, f in ((0.015, 0.41), (0.05, 0.37), (0.15, 0.0))]
     table = tune_table(rows, "d", "r")
-    assert "| fgm | regularizer.epsilon | 0.015 | 0.4100 | 1 | **✓** (grid edge) |" in table
+    assert "| fgm | regularizer.epsilon | 0.015 | 0.4100 | 1 | — | **✓** (grid edge) |" in table
     assert table[-1] == ("Chosen at the edge of its grid, so the best strength may lie beyond it: "
                          "fgm (regularizer.epsilon=0.015, the lowest).")
     assert not any("edge" in line for line in tune_table([r | {"edge": ""} for r in rows], "d", "r"))
+
+
+def test_stage_one_shows_the_epochs_each_point_ran_and_names_those_stopped_by_the_cap(tmp_path):
+    def run(name, epochs, stopped, status="completed"):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "status.json").write_text(json.dumps({"status": status}))
+        if status == "completed":
+            (directory / "metrics.json").write_text(json.dumps(
+                {"epochs": epochs, "best_epoch": epochs, "early_stopping": {"stopped": stopped, "max_epochs": 15}}))
+        return directory
+
+    assert epochs_run([run("a", 9, True), run("b", 15, False)]) == "9, 15 (cap)"
+    assert epochs_run([run("c", 15, True)]) == "15"  # stopped early at its last allowed epoch: not capped
+    assert epochs_run([run("d", 3, False, status="running"), tmp_path / "missing"]) == ""
+    rows = [{"dataset": "d", "regime": "r", "method": m, "key": k, "value": v, "dev_f1": 0.4, "n": 1, "chosen": False,
+             "edge": "", "epochs": e} for m, k, v, e in (("none", None, None, "11"), ("rdrop", "alpha", 0.3, "15 (cap)"),
+                                                         ("rdrop", "alpha", 1, "13"))]
+    table = tune_table(rows, "d", "r")
+    assert "| rdrop | alpha | 0.3 | 0.4000 | 1 | 15 (cap) |  |" in table and "| none | — | — | 0.4000 | 1 | 11 |  |" in table
+    assert table[-1].startswith("Used every allowed epoch without stopping early (1 of 3 points), so more epochs "
+                                "might have changed their dev F1: rdrop (alpha=0.3).")
+    assert not any("Used every" in line for line in tune_table(rows[:1] + rows[2:], "d", "r"))
 
 
 def test_stage_two_runs_seed_by_seed_across_datasets_after_every_stage_one():
