@@ -649,12 +649,12 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
             continue
         missing = [m for m in profile.methods if m != "none" and m not in {r["_method"] for r in subset}]
         clauses = [f"better than `none` beyond noise: {', '.join(better)}" if better else
-                   "no method is better than `none` beyond noise",
+                   "no method is better than `none` beyond noise" if worse or noise else "",
                    f"worse beyond noise: {', '.join(worse)}" if worse else "",
                    f"within noise of `none`: {', '.join(noise)}" if noise else "",
                    f"unstable: {', '.join(unstable)}" if unstable else "",
                    f"not tested: {', '.join(other)}" if other else "",
-                   f"stage 2 not run yet: {', '.join(missing)}" if missing else ""]
+                   f"no stage-2 result yet: {', '.join(missing)}" if missing else ""]
         text = head + "; ".join(c for c in clauses if c) + "."
         baseline = [r for r in rows if (r["_dataset"], r["_regime"], r["_method"]) == (dataset, regime, "none")]
         caps = [hit_cap(run.path)[0] for r in baseline for run in r["_runs"] if run.status in FINISHED]
@@ -719,7 +719,9 @@ def build(out: Path, profile: Profile, preamble: str = "") -> tuple[str, list[di
 
     final_dirs = [out / d / "final" for d in profile.datasets if (out / d / "final").exists()]
     records = collect_runs(final_dirs) if final_dirs else []
-    rows = summarize(group_runs(records))  # Holm over every row of the report
+    # a partial report: runs still in flight (or interrupted) are listed, not tabled as rows without data
+    in_flight = [r for r in records if r.status not in FINISHED]
+    rows = summarize(group_runs([r for r in records if r.status in FINISHED]))  # Holm over every row of the report
     for row in rows:
         row["_dataset"], row["_regime"], row["_method"], _ = job_of(row["_runs"][0].path)
     order = {name: i for i, name in enumerate(profile.methods)}
@@ -774,9 +776,8 @@ def build(out: Path, profile: Profile, preamble: str = "") -> tuple[str, list[di
     written = plots(out, rows, tune_rows, profile, throughput) if (rows or tune_rows) else []
     if written:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in written] + [""]
-    unfinished = [r for row in rows for r in row["_runs"] if r.status not in ("completed", "diverged")]
-    for title, runs in (("Failed runs", [r for r in unfinished if r.status == "failed"]),
-                        ("Unfinished runs (resumed by `make benchmark`)", [r for r in unfinished if r.status != "failed"])):
+    failed = [r for row in rows for r in row["_runs"] if r.status not in ("completed", "diverged")]
+    for title, runs in (("Failed runs", failed), ("Unfinished runs (resumed by `make benchmark`)", in_flight)):
         if runs:
             parts += [f"## {title}", ""] + [f"- `{_relative(r.path, out)}`: {r.status}" + (f": {r.reason}" if r.reason else "")
                                                  for r in runs] + [""]

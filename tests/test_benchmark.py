@@ -225,9 +225,11 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     assert "no regularizer has stage-2 results with both KL variants" in only_none[-1]
     some = conclusions([row("none"), row("fgm", "within noise", 0.01)], profile)[0]
     assert some == "- **demo, pretrained**: no method is better than `none` beyond noise; within noise of `none`: fgm; " \
-                   "stage 2 not run yet: noise."
+                   "no stage-2 result yet: noise."
     every = conclusions([row("none"), row("fgm", "better", 0.02), row("noise", "within noise")], profile)[0]
-    assert "better than `none` beyond noise: fgm (+0.0200)" in every and "not run yet" not in every
+    assert "better than `none` beyond noise: fgm (+0.0200)" in every and "no stage-2 result yet" not in every
+    untested = conclusions([row("none"), row("fgm", "n<2: cannot tell", 0.03)], profile)[0]
+    assert untested == "- **demo, pretrained**: not tested: fgm (n<2: cannot tell); no stage-2 result yet: noise."
     with_intervals = [row("none"), row("fgm", "within noise") | {"delta_ci_low": -0.03, "delta_ci_high": 0.05},
                       row("noise", "within noise") | {"delta_ci_low": -0.02, "delta_ci_high": 0.0}]
     assert "intervals are ±1.0 to ±4.0 F1 points wide" in conclusions(with_intervals, profile)[0]
@@ -339,14 +341,30 @@ def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     interrupted = final / "demo.random.none" / "seed-2"
     before = json.loads((interrupted / "metrics.json").read_text())["test"]["f1"]
     (interrupted / "metrics.json").unlink()
-    (interrupted / "status.json").write_text(json.dumps({"status": "interrupted"}))
+    run_info = json.loads((interrupted / "status.json").read_text())["run"]
+    (interrupted / "status.json").write_text(json.dumps({"status": "interrupted", "run": run_info}))
     abandoned = final / "demo.pretrained.none" / "seed-1"
     kept = final / "demo.random.none" / "seed-1"
     kept_time = (kept / "metrics.json").stat().st_mtime_ns
+    abandoned_info = json.loads((abandoned / "status.json").read_text())["run"]
     for child in abandoned.iterdir():
         if child.name != "status.json":
             subprocess.run(["rm", "-rf", str(child)], check=True)
-    (abandoned / "status.json").write_text(json.dumps({"status": "running"}))
+    (abandoned / "status.json").write_text(json.dumps({"status": "running", "run": abandoned_info}))
+    def report_only():
+        result = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", str(profile), "--encoder",
+                                 str(encoder_dir), "--out", str(out), "--report-only"], cwd=REPO, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return (out / "report.md").read_text()
+
+    # a partial report lists the runs in flight and tables only finished ones (n counts them)
+    partial = report_only()
+    assert "**9 of 11 runs finished** (partial results)" in partial
+    unfinished = partial.split("## Unfinished runs")[1]
+    assert "`demo/final/demo.random.none/seed-2`: interrupted" in unfinished
+    assert "`demo/final/demo.pretrained.none/seed-1`: running" in unfinished
+    assert "| none | none | — | — | 1 |" in partial.split("## demo — random")[1]
     again = benchmark(profile, encoder_dir, out)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming {interrupted}" in again.stderr and f"removing {abandoned}" in again.stderr
@@ -354,11 +372,7 @@ def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     assert run_state(abandoned) == "completed" and (kept / "metrics.json").stat().st_mtime_ns == kept_time
     timing = json.loads((out / "timing.json").read_text())["invocations"]
     assert len(timing) == 2 and all(i["finished"] and i["seconds"] > 0 for i in timing)
-    report_only = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", str(profile), "--encoder",
-                                  str(encoder_dir), "--out", str(out), "--report-only"], cwd=REPO,
-                                 capture_output=True, text=True, timeout=300)
-    assert report_only.returncode == 0, report_only.stderr[-2000:]
-    assert "**11 of 11 runs finished**" in (out / "report.md").read_text()
+    assert "**11 of 11 runs finished**" in report_only()
 
 
 def test_another_profile_never_continues_a_benchmark_directory(tmp_path, encoder_dir):
