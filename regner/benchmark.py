@@ -262,7 +262,7 @@ def dev_f1(directory: Path) -> float | None:
 
 def epochs_run(directories: list[Path]) -> str:
     """The epochs each finished run trained, "15 (cap)" where it used every allowed epoch without
-    stopping early (its strength was then judged before it had converged): "12", "9, 15 (cap)"."""
+    stopping early (more epochs might have changed its dev F1): "12", "9, 15 (cap)"."""
     labels = []
     for directory in directories:
         metrics = _read_json(directory / "metrics.json") if run_state(directory) == "completed" else None
