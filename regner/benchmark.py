@@ -640,7 +640,8 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
         better = [f"{r['_method']} ({r['delta_vs_none']:+.4f})" for r in subset if r["verdict"] == "better"]
         worse = [f"{r['_method']} ({r['delta_vs_none']:+.4f})" for r in subset if r["verdict"] == "worse"]
         noise = [r["_method"] for r in subset if r["verdict"] == "within noise"]
-        unstable = [f"{r['_method']} ({r['verdict']})" for r in subset if r["verdict"].startswith("unstable")]
+        unstable = [f"{r['_method']} {r['verdict'].removeprefix('unstable').strip()}".rstrip()
+                    for r in subset if r["verdict"].startswith("unstable")]  # "rdrop (1 of 3 collapsed)"
         other = [f"{r['_method']} ({r['verdict']})" for r in subset
                  if r["verdict"] not in ("better", "worse", "within noise") and not r["verdict"].startswith("unstable")]
         head = f"- **{dataset}, {regime}**: "

@@ -230,6 +230,8 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     assert "better than `none` beyond noise: fgm (+0.0200)" in every and "no stage-2 result yet" not in every
     untested = conclusions([row("none"), row("fgm", "n<2: cannot tell", 0.03)], profile)[0]
     assert untested == "- **demo, pretrained**: not tested: fgm (n<2: cannot tell); no stage-2 result yet: noise."
+    collapsed = conclusions([row("none"), row("fgm", "unstable (1 of 3 collapsed)", 0.01)], profile)[0]
+    assert "unstable: fgm (1 of 3 collapsed);" in collapsed and "unstable (" not in collapsed
     with_intervals = [row("none"), row("fgm", "within noise") | {"delta_ci_low": -0.03, "delta_ci_high": 0.05},
                       row("noise", "within noise") | {"delta_ci_low": -0.02, "delta_ci_high": 0.0}]
     assert "intervals are ±1.0 to ±4.0 F1 points wide" in conclusions(with_intervals, profile)[0]
