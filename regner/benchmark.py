@@ -632,7 +632,11 @@ def plots(out: Path, rows: list[dict], tune_rows: list[dict], profile: Profile,
 def conclusions(rows: list[dict], profile: Profile) -> list[str]:
     """Plain-language reading, generated from the table: what is beyond noise, what is not, and the
     per-logit (globalpointer) vs softmax KL comparison (Su Jianlin's claim)."""
+    from regner.report import collapse_note, is_unstable
     from regner.stats import paired_t
+
+    def verdict_of(row: dict) -> str:  # "unstable, 1 of 2 collapsed" inside the parentheses below
+        return f"unstable, {collapse_note(row)}" if is_unstable(row) else row["verdict"]
 
     lines = []
     for dataset, regime in sorted({(r["_dataset"], r["_regime"]) for r in rows}):
@@ -640,10 +644,9 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
         better = [f"{r['_method']} ({r['delta_vs_none']:+.4f})" for r in subset if r["verdict"] == "better"]
         worse = [f"{r['_method']} ({r['delta_vs_none']:+.4f})" for r in subset if r["verdict"] == "worse"]
         noise = [r["_method"] for r in subset if r["verdict"] == "within noise"]
-        unstable = [f"{r['_method']} {r['verdict'].removeprefix('unstable').strip()}".rstrip()
-                    for r in subset if r["verdict"].startswith("unstable")]  # "rdrop (1 of 3 collapsed)"
+        unstable = [f"{r['_method']} ({collapse_note(r)})" for r in subset if is_unstable(r)]
         other = [f"{r['_method']} ({r['verdict']})" for r in subset
-                 if r["verdict"] not in ("better", "worse", "within noise") and not r["verdict"].startswith("unstable")]
+                 if r["verdict"] not in ("better", "worse", "within noise") and not is_unstable(r)]
         head = f"- **{dataset}, {regime}**: "
         if not subset:
             lines.append(head + "no method besides `none` has stage-2 results yet.")
@@ -688,8 +691,8 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                        ("per-logit ahead" if result.delta > 0 else "softmax ahead") if result.p < 0.05 else
                        "no difference beyond noise")
             lines.append(f"- {base}, {dataset}, {regime}: per-logit KL at {per_logit.get('_strength', per_logit['strength'])} "
-                         f"Δ vs none {_fmt(per_logit['delta_vs_none'], '+.4f')} ({per_logit['verdict']}); softmax KL "
-                         f"at {softmax.get('_strength', softmax['strength'])} Δ {_fmt(softmax['delta_vs_none'], '+.4f')} ({softmax['verdict']}); "
+                         f"Δ vs none {_fmt(per_logit['delta_vs_none'], '+.4f')} ({verdict_of(per_logit)}); softmax KL "
+                         f"at {softmax.get('_strength', softmax['strength'])} Δ {_fmt(softmax['delta_vs_none'], '+.4f')} ({verdict_of(softmax)}); "
                          f"per-logit − softmax {_fmt(result.delta if result else math.nan, '+.4f')}, "
                          f"p {_fmt(result.p if result else math.nan, '.3f')}: {verdict}.")
     if len(lines) == compared:

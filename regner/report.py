@@ -277,6 +277,16 @@ def setting_label(group: Group) -> str:
     return f"{group.dataset} — encoder {group.encoder}" + (f" — {', '.join(extra)}" if extra else "")
 
 
+def collapse_note(row: dict[str, Any]) -> str:
+    """"k of n collapsed" for a summary row: n counts the runs judged (completed or diverged), not
+    the failed ones."""
+    return f"{row['collapsed']} of {row['judged_runs']} collapsed"
+
+
+def is_unstable(row: dict[str, Any]) -> bool:
+    return row["verdict"].startswith("unstable")
+
+
 def summarize(groups: list[Group]) -> list[dict[str, Any]]:
     """One row per group; each non-baseline row tested against the ``none`` runs of its setting,
     with Holm's correction over all tested rows."""
@@ -299,7 +309,8 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
         row = {
             "setting": setting_label(g), "dataset": g.dataset, "encoder": g.encoder, "regularizer": g.regularizer,
             "kl": g.kl or "—", "strength": g.strength, "n": len(g.per_seed("dev_f1")), "runs": len(g.runs),
-            "collapsed": collapsed, "failed": sum(r.status not in ("completed", "diverged") for r in g.runs),
+            "judged_runs": len(counted), "collapsed": collapsed,
+            "failed": sum(r.status not in ("completed", "diverged") for r in g.runs),
             "dev_f1_mean": dev_mean, "dev_f1_std": dev_std, "dev_f1_best": max(g.values("dev_f1"), default=math.nan),
             "test_f1_mean": test_mean, "test_f1_std": test_std,
             "judged_on": judge, "f1_all_seeds_mean": statistics.fmean(all_seeds) if all_seeds else math.nan,
@@ -320,7 +331,7 @@ def summarize(groups: list[Group]) -> list[dict[str, Any]]:
                 row.update(delta_vs_none=result.delta, delta_ci_low=result.ci[0], delta_ci_high=result.ci[1],
                            test=result.test, p=result.p)
             if collapsed:
-                row["verdict"] = f"unstable ({collapsed} of {len(counted)} collapsed)"
+                row["verdict"] = f"unstable ({collapse_note(row)})"
             elif not group_values or not base_values:
                 row["verdict"] = "no data"
             elif math.isnan(row["p"]):
@@ -402,8 +413,8 @@ def markdown_report(rows: list[dict[str, Any]], records: list[RunRecord], title:
         real = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({r['verdict']}, {r['delta_vs_none']:+.4f} "
                 f"{r['judged_on']} F1, Holm p {_p(r['p_holm'])})"
                 for r in group_rows if r["verdict"] in ("better", "worse")]
-        unstable = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({r['verdict']})" for r in group_rows
-                    if r["verdict"].startswith("unstable")]
+        unstable = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({collapse_note(r)})" for r in group_rows
+                    if is_unstable(r)]
         if noise:
             parts.append(f"Within noise of `none`: {', '.join(noise)}.  ")
         parts.append(f"Beyond noise: {', '.join(real) if real else 'no row'}." + ("  " if unstable else ""))

@@ -230,7 +230,8 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     assert "better than `none` beyond noise: fgm (+0.0200)" in every and "no stage-2 result yet" not in every
     untested = conclusions([row("none"), row("fgm", "n<2: cannot tell", 0.03)], profile)[0]
     assert untested == "- **demo, pretrained**: not tested: fgm (n<2: cannot tell); no stage-2 result yet: noise."
-    collapsed = conclusions([row("none"), row("fgm", "unstable (1 of 3 collapsed)", 0.01)], profile)[0]
+    unstable = row("fgm", "unstable (1 of 3 collapsed)", 0.01) | {"collapsed": 1, "judged_runs": 3}
+    collapsed = conclusions([row("none"), unstable], profile)[0]
     assert "unstable: fgm (1 of 3 collapsed);" in collapsed and "unstable (" not in collapsed
     with_intervals = [row("none"), row("fgm", "within noise") | {"delta_ci_low": -0.03, "delta_ci_high": 0.05},
                       row("noise", "within noise") | {"delta_ci_low": -0.02, "delta_ci_high": 0.0}]
@@ -247,6 +248,19 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
         runs.append(SimpleNamespace(path=directory, status="completed"))
     capped = [row("none") | {"_runs": runs}, row("fgm", "within noise")]
     assert "`none` used every allowed epoch in 1 of 2 runs" in conclusions(capped, profile)[0]
+
+    # per-logit vs softmax KL: paired on the seeds both kept; an unstable row shows its count once
+    def kl_row(kl, verdict, f1s, collapsed=0):
+        runs = [SimpleNamespace(status="completed", collapsed=f1 < 0.05, seed=seed, test_f1=f1)
+                for seed, f1 in enumerate(f1s)]
+        return row(f"rdrop_{kl}", verdict, 0.01) | {"regularizer": "rdrop", "kl": kl, "judged_on": "test",
+                                                   "strength": "alpha=1", "_runs": runs, "collapsed": collapsed,
+                                                   "judged_runs": len(runs)}
+    pair = [row("none"), kl_row("globalpointer", "within noise", [0.60, 0.70, 0.80]),
+            kl_row("softmax", "unstable (1 of 3 collapsed)", [0.50, 0.61, 0.01], collapsed=1)]
+    (line,) = [x for x in conclusions(pair, profile) if x.startswith("- rdrop, demo")]
+    assert "(within noise); softmax KL at alpha=1" in line and "(unstable, 1 of 3 collapsed)" in line
+    assert "per-logit − softmax +0.0950" in line and "(unstable (" not in line
 
 
 # -- the whole pipeline on the demo data ---------------------------------------------------------

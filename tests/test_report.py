@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from regner.report import build_report, collect_runs, group_runs, summarize
+from regner.report import build_report, collect_runs, group_runs, markdown_report, summarize
 
 
 def fake_run(root, sweep, job, regularizer, f1, seed, steps_per_s=10.0, kl=None, knobs=None, status="completed",
@@ -174,6 +174,10 @@ def test_a_group_with_a_collapsed_seed_is_unstable_and_shows_its_all_seed_mean(s
     weak = rows_by(rows, "rdrop", "alpha=1")
     assert weak["verdict"] == "unstable (1 of 3 collapsed)"
     assert weak["f1_all_seeds_mean"] == pytest.approx((0.61 + 0.65 + 0.01) / 3)
+    # the reading names the row once, with the count, without repeating the verdict word
+    reading = markdown_report(rows, collect_runs([sweep]))
+    assert "Unstable: rdrop/globalpointer/alpha=1 (1 of 3 collapsed), vat/softmax/default (1 of 1 collapsed)." in reading
+    assert "(unstable (" not in reading
 
 
 def test_evaluate_outputs_are_skipped(sweep):
