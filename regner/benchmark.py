@@ -676,6 +676,7 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
     lines.append("**Per-logit vs softmax KL** (Su Jianlin: the per-logit sigmoid KL slightly helps GlobalPointer with "
                  "R-Drop, a softmax KL over all spans hurts). Paired on the shared final seeds, test F1, unadjusted:")
     compared = len(lines)
+    evidence = []  # R-Drop settings with both variants: what the claim is about
     for base in ("rdrop", "vat"):
         for dataset, regime in sorted({(r["_dataset"], r["_regime"]) for r in rows}):
             pair = {r["kl"]: r for r in rows if (r["_dataset"], r["_regime"]) == (dataset, regime)
@@ -695,10 +696,51 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                          f"at {softmax.get('_strength', softmax['strength'])} Δ {_fmt(softmax['delta_vs_none'], '+.4f')} ({verdict_of(softmax)}); "
                          f"per-logit − softmax {_fmt(result.delta if result else math.nan, '+.4f')}, "
                          f"p {_fmt(result.p if result else math.nan, '.3f')}: {verdict}.")
+            if base == "rdrop":
+                evidence.append((f"{dataset}, {regime}", per_logit["verdict"], softmax["verdict"], verdict,
+                                 result.delta if result else math.nan))
     if len(lines) == compared:
         lines.append("- not measured: no regularizer has stage-2 results with both KL variants (yet, if the benchmark "
                      "is partial).")
+    elif evidence:
+        lines += ["", claim_reading(evidence)]
     return lines
+
+
+def claim_reading(evidence: list[tuple[str, str, str, str, float]]) -> str:
+    """Whether the R-Drop results agree with Su Jianlin's claim, from (setting, per-logit verdict vs
+    none, softmax verdict vs none, per-logit vs softmax verdict, per-logit − softmax Δ) per setting.
+    Only differences beyond noise count as evidence; the direction of the point estimates is said
+    apart, as what it is."""
+    n = len(evidence)
+    counts = {
+        "per-logit better than `none`": [e[0] for e in evidence if e[1] == "better"],
+        "softmax worse than `none`": [e[0] for e in evidence if e[2] == "worse"],
+        "per-logit ahead of softmax": [e[0] for e in evidence if e[3] == "per-logit ahead"],
+    }
+    against = {
+        "per-logit worse than `none`": [e[0] for e in evidence if e[1] == "worse"],
+        "softmax better than `none`": [e[0] for e in evidence if e[2] == "better"],
+        "softmax ahead of per-logit": [e[0] for e in evidence if e[3] == "softmax ahead"],
+    }
+
+    def listed(found: dict[str, list[str]]) -> str:
+        return "; ".join(f"{what} in {len(where)} of {n} ({', '.join(where)})" for what, where in found.items() if where)
+
+    supports, contradicts = listed(counts), listed(against)
+    if supports and contradicts:
+        reading = f"are mixed: for it, {supports}; against it, {contradicts}"
+    elif supports:
+        reading = f"agree where a difference is beyond noise: {supports}; nothing against it"
+    elif contradicts:
+        reading = f"disagree: {contradicts}; nothing for it"
+    else:
+        reading = "neither confirm nor contradict it: no R-Drop difference is beyond seed noise"
+    deltas = [e[4] for e in evidence if math.isfinite(e[4])]
+    direction = (f" The point estimates put per-logit ahead of softmax in {sum(d > 0 for d in deltas)} of {len(deltas)} "
+                 "settings (a direction, not evidence on its own)." if deltas else "")
+    return (f"**Verdict on the claim** (R-Drop, {n} setting(s) with both KL variants; vs `none` Holm-corrected, "
+            f"per-logit vs softmax unadjusted): regner's results {reading}.{direction}")
 
 
 def _relative(path: Path, out: Path) -> str:

@@ -17,6 +17,7 @@ from regner.benchmark import (
     Method,
     ProfileError,
     choose_strength,
+    claim_reading,
     conclusions,
     epochs_run,
     grid_edges,
@@ -261,6 +262,29 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     (line,) = [x for x in conclusions(pair, profile) if x.startswith("- rdrop, demo")]
     assert "(within noise); softmax KL at alpha=1" in line and "(unstable, 1 of 3 collapsed)" in line
     assert "per-logit − softmax +0.0950" in line and "(unstable (" not in line
+    # two shared seeds, differences 0.10 and 0.09: t = 19 on 1 df, p = 0.033 (hand computation)
+    assert line.endswith("p 0.033: per-logit ahead.")
+    assert conclusions(pair, profile)[-1] == (
+        "**Verdict on the claim** (R-Drop, 1 setting(s) with both KL variants; vs `none` Holm-corrected, per-logit vs "
+        "softmax unadjusted): regner's results agree where a difference is beyond noise: per-logit ahead of softmax "
+        "in 1 of 1 (demo, pretrained); nothing against it. The point estimates put per-logit ahead of softmax in 1 of "
+        "1 settings (a direction, not evidence on its own).")
+
+
+def test_the_reading_of_su_jianlins_claim_counts_only_differences_beyond_noise():
+    quiet = [("a, pretrained", "within noise", "within noise", "no difference beyond noise", 0.01),
+             ("b, random", "within noise", "unstable (1 of 5 collapsed)", "no difference beyond noise", -0.02)]
+    reading = claim_reading(quiet)
+    assert "neither confirm nor contradict it: no R-Drop difference is beyond seed noise" in reading
+    assert "per-logit ahead of softmax in 1 of 2 settings" in reading
+    against = claim_reading([("a, pretrained", "worse", "better", "softmax ahead", -0.05)])
+    assert ("disagree: per-logit worse than `none` in 1 of 1 (a, pretrained); softmax better than `none` in 1 of 1 "
+            "(a, pretrained); softmax ahead of per-logit in 1 of 1 (a, pretrained); nothing for it") in against
+    mixed = claim_reading([("a, pretrained", "better", "within noise", "no difference beyond noise", 0.02),
+                           ("b, pretrained", "within noise", "better", "cannot tell", math.nan)])
+    assert ("are mixed: for it, per-logit better than `none` in 1 of 2 (a, pretrained); against it, softmax better than "
+            "`none` in 1 of 2 (b, pretrained)") in mixed
+    assert "in 1 of 1 settings" in mixed  # the direction counts only settings with a paired estimate
 
 
 # -- the whole pipeline on the demo data ---------------------------------------------------------
