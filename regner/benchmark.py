@@ -710,18 +710,20 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
 def claim_reading(evidence: list[tuple[str, str, str, str, float]]) -> str:
     """Whether the R-Drop results agree with Su Jianlin's claim, from (setting, per-logit verdict vs
     none, softmax verdict vs none, per-logit vs softmax verdict, per-logit − softmax Δ) per setting.
-    Only differences beyond noise count as evidence; the direction of the point estimates is said
-    apart, as what it is."""
+    Only differences beyond noise and collapsed seeds (which count against their variant) are
+    evidence; the direction of the point estimates is said apart, as what it is."""
     n = len(evidence)
     counts = {
         "per-logit better than `none`": [e[0] for e in evidence if e[1] == "better"],
         "softmax worse than `none`": [e[0] for e in evidence if e[2] == "worse"],
         "per-logit ahead of softmax": [e[0] for e in evidence if e[3] == "per-logit ahead"],
+        "softmax with collapsed seeds": [e[0] for e in evidence if e[2].startswith("unstable")],
     }
     against = {
         "per-logit worse than `none`": [e[0] for e in evidence if e[1] == "worse"],
         "softmax better than `none`": [e[0] for e in evidence if e[2] == "better"],
         "softmax ahead of per-logit": [e[0] for e in evidence if e[3] == "softmax ahead"],
+        "per-logit with collapsed seeds": [e[0] for e in evidence if e[1].startswith("unstable")],
     }
 
     def listed(found: dict[str, list[str]]) -> str:
@@ -735,7 +737,7 @@ def claim_reading(evidence: list[tuple[str, str, str, str, float]]) -> str:
     elif contradicts:
         reading = f"disagree: {contradicts}; nothing for it"
     else:
-        reading = "neither confirm nor contradict it: no R-Drop difference is beyond seed noise"
+        reading = "neither confirm nor contradict it: no R-Drop difference is beyond seed noise and no seed collapsed"
     deltas = [e[4] for e in evidence if math.isfinite(e[4])]
     direction = (f" The point estimates put per-logit ahead of softmax in {sum(d > 0 for d in deltas)} of {len(deltas)} "
                  "settings (a direction, not evidence on its own)." if deltas else "")

@@ -267,19 +267,21 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     assert conclusions(pair, profile)[-1] == (
         "**Verdict on the claim** (R-Drop, 1 setting(s) with both KL variants; vs `none` Holm-corrected, per-logit vs "
         "softmax unadjusted): regner's results agree where a difference is beyond noise: per-logit ahead of softmax "
-        "in 1 of 1 (demo, pretrained); nothing against it. The point estimates put per-logit ahead of softmax in 1 of "
-        "1 settings (a direction, not evidence on its own).")
+        "in 1 of 1 (demo, pretrained); softmax with collapsed seeds in 1 of 1 (demo, pretrained); nothing against it. "
+        "The point estimates put per-logit ahead of softmax in 1 of 1 settings (a direction, not evidence on its own).")
 
 
-def test_the_reading_of_su_jianlins_claim_counts_only_differences_beyond_noise():
+def test_the_reading_of_su_jianlins_claim_counts_only_differences_beyond_noise_and_collapses():
     quiet = [("a, pretrained", "within noise", "within noise", "no difference beyond noise", 0.01),
-             ("b, random", "within noise", "unstable (1 of 5 collapsed)", "no difference beyond noise", -0.02)]
+             ("b, random", "within noise", "n<2: cannot tell", "cannot tell", -0.02)]
     reading = claim_reading(quiet)
-    assert "neither confirm nor contradict it: no R-Drop difference is beyond seed noise" in reading
+    assert "neither confirm nor contradict it: no R-Drop difference is beyond seed noise and no seed collapsed" in reading
     assert "per-logit ahead of softmax in 1 of 2 settings" in reading
     against = claim_reading([("a, pretrained", "worse", "better", "softmax ahead", -0.05)])
     assert ("disagree: per-logit worse than `none` in 1 of 1 (a, pretrained); softmax better than `none` in 1 of 1 "
             "(a, pretrained); softmax ahead of per-logit in 1 of 1 (a, pretrained); nothing for it") in against
+    collapsed = claim_reading([("a, random", "unstable (1 of 5 collapsed)", "within noise", "cannot tell", math.nan)])
+    assert "disagree: per-logit with collapsed seeds in 1 of 1 (a, random); nothing for it." in collapsed
     mixed = claim_reading([("a, pretrained", "better", "within noise", "no difference beyond noise", 0.02),
                            ("b, pretrained", "within noise", "better", "cannot tell", math.nan)])
     assert ("are mixed: for it, per-logit better than `none` in 1 of 2 (a, pretrained); against it, softmax better than "
