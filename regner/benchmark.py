@@ -676,7 +676,7 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
     lines.append("**Per-logit vs softmax KL** (Su Jianlin: the per-logit sigmoid KL slightly helps GlobalPointer with "
                  "R-Drop, a softmax KL over all spans hurts). Paired on the shared final seeds, test F1, unadjusted:")
     compared = len(lines)
-    evidence = []  # R-Drop settings with both variants: what the claim is about
+    evidence = defaultdict(list)  # R-Drop settings with both variants, by regime: what the claim is about
     for base in ("rdrop", "vat"):
         for dataset, regime in sorted({(r["_dataset"], r["_regime"]) for r in rows}):
             pair = {r["kl"]: r for r in rows if (r["_dataset"], r["_regime"]) == (dataset, regime)
@@ -697,17 +697,17 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                          f"per-logit − softmax {_fmt(result.delta if result else math.nan, '+.4f')}, "
                          f"p {_fmt(result.p if result else math.nan, '.3f')}: {verdict}.")
             if base == "rdrop":
-                evidence.append((f"{dataset}, {regime}", per_logit["verdict"], softmax["verdict"], verdict,
-                                 result.delta if result else math.nan))
+                evidence[regime].append((f"{dataset}, {regime}", per_logit["verdict"], softmax["verdict"], verdict,
+                                         result.delta if result else math.nan))
     if len(lines) == compared:
         lines.append("- not measured: no regularizer has stage-2 results with both KL variants (yet, if the benchmark "
                      "is partial).")
-    elif evidence:
-        lines += ["", claim_reading(evidence)]
+    for regime, items in sorted(evidence.items()):  # the claim is about fine-tuning: each regime apart
+        lines += ["", claim_reading(items, regime)]
     return lines
 
 
-def claim_reading(evidence: list[tuple[str, str, str, str, float]]) -> str:
+def claim_reading(evidence: list[tuple[str, str, str, str, float]], regime: str = "") -> str:
     """Whether the R-Drop results agree with Su Jianlin's claim, from (setting, per-logit verdict vs
     none, softmax verdict vs none, per-logit vs softmax verdict, per-logit − softmax Δ) per setting.
     Only differences beyond noise and collapsed seeds (which count against their variant) are
@@ -741,7 +741,7 @@ def claim_reading(evidence: list[tuple[str, str, str, str, float]]) -> str:
     deltas = [e[4] for e in evidence if math.isfinite(e[4])]
     direction = (f" The point estimates put per-logit ahead of softmax in {sum(d > 0 for d in deltas)} of {len(deltas)} "
                  "settings (a direction, not evidence on its own)." if deltas else "")
-    return (f"**Verdict on the claim** (R-Drop, {n} setting(s) with both KL variants; vs `none` Holm-corrected, "
+    return (f"**Verdict on the claim{f', {regime} regime' if regime else ''}** (R-Drop, {n} setting(s) with both KL variants; vs `none` Holm-corrected, "
             f"per-logit vs softmax unadjusted): regner's results {reading}.{direction}")
 
 

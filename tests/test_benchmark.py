@@ -265,10 +265,13 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     # two shared seeds, differences 0.10 and 0.09: t = 19 on 1 df, p = 0.033 (hand computation)
     assert line.endswith("p 0.033: per-logit ahead.")
     assert conclusions(pair, profile)[-1] == (
-        "**Verdict on the claim** (R-Drop, 1 setting(s) with both KL variants; vs `none` Holm-corrected, per-logit vs "
+        "**Verdict on the claim, pretrained regime** (R-Drop, 1 setting(s) with both KL variants; vs `none` Holm-corrected, per-logit vs "
         "softmax unadjusted): regner's results agree where a difference is beyond noise: per-logit ahead of softmax "
         "in 1 of 1 (demo, pretrained); softmax with collapsed seeds in 1 of 1 (demo, pretrained); nothing against it. "
         "The point estimates put per-logit ahead of softmax in 1 of 1 settings (a direction, not evidence on its own).")
+    both = pair + [r | {"_regime": "random"} for r in pair]  # each regime gets its own verdict
+    assert [x.split("**")[1] for x in conclusions(both, profile) if x.startswith("**Verdict")] == [
+        "Verdict on the claim, pretrained regime", "Verdict on the claim, random regime"]
 
 
 def test_the_reading_of_su_jianlins_claim_counts_only_differences_beyond_noise_and_collapses():
