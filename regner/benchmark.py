@@ -37,7 +37,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -636,7 +636,7 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
     from regner.stats import paired_t
 
     def verdict_of(row: dict) -> str:  # "unstable, 1 of 2 collapsed" inside the parentheses below
-        return f"unstable, {collapse_note(row)}" if is_unstable(row) else row["verdict"]
+        return f"unstable, {collapse_note(row)}" if is_unstable(row["verdict"]) else row["verdict"]
 
     lines = []
     for dataset, regime in sorted({(r["_dataset"], r["_regime"]) for r in rows}):
@@ -644,9 +644,9 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
         better = [f"{r['_method']} ({r['delta_vs_none']:+.4f})" for r in subset if r["verdict"] == "better"]
         worse = [f"{r['_method']} ({r['delta_vs_none']:+.4f})" for r in subset if r["verdict"] == "worse"]
         noise = [r["_method"] for r in subset if r["verdict"] == "within noise"]
-        unstable = [f"{r['_method']} ({collapse_note(r)})" for r in subset if is_unstable(r)]
+        unstable = [f"{r['_method']} ({collapse_note(r)})" for r in subset if is_unstable(r["verdict"])]
         other = [f"{r['_method']} ({r['verdict']})" for r in subset
-                 if r["verdict"] not in ("better", "worse", "within noise") and not is_unstable(r)]
+                 if r["verdict"] not in ("better", "worse", "within noise") and not is_unstable(r["verdict"])]
         head = f"- **{dataset}, {regime}**: "
         if not subset:
             lines.append(head + "no method besides `none` has stage-2 results yet.")
@@ -697,8 +697,8 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                          f"per-logit − softmax {_fmt(result.delta if result else math.nan, '+.4f')}, "
                          f"p {_fmt(result.p if result else math.nan, '.3f')}: {verdict}.")
             if base == "rdrop":
-                evidence[regime].append((f"{dataset}, {regime}", per_logit["verdict"], softmax["verdict"], verdict,
-                                         result.delta if result else math.nan))
+                evidence[regime].append(ClaimEvidence(f"{dataset}, {regime}", per_logit["verdict"], softmax["verdict"],
+                                                      verdict, result.delta if result else math.nan))
     if len(lines) == compared:
         lines.append("- not measured: no regularizer has stage-2 results with both KL variants (yet, if the benchmark "
                      "is partial).")
@@ -707,23 +707,33 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
     return lines
 
 
-def claim_reading(evidence: list[tuple[str, str, str, str, float]], regime: str = "") -> str:
-    """Whether the R-Drop results agree with Su Jianlin's claim, from (setting, per-logit verdict vs
-    none, softmax verdict vs none, per-logit vs softmax verdict, per-logit − softmax Δ) per setting.
-    Only differences beyond noise and collapsed seeds (which count against their variant) are
-    evidence; the direction of the point estimates is said apart, as what it is."""
+class ClaimEvidence(NamedTuple):
+    """One R-Drop setting with both KL variants, as the claim reading weighs it."""
+    setting: str      # "weibo, pretrained"
+    per_logit: str    # the per-logit row's verdict vs none
+    softmax: str      # the softmax row's verdict vs none
+    pair: str         # per-logit vs softmax: "per-logit ahead", "softmax ahead", "no difference ...", "cannot tell"
+    delta: float      # per-logit − softmax, paired (nan when no shared seed)
+
+
+def claim_reading(evidence: list[ClaimEvidence], regime: str = "") -> str:
+    """Whether the R-Drop results agree with Su Jianlin's claim. Only differences beyond noise and
+    collapsed seeds (which count against their variant) are evidence; the direction of the point
+    estimates is said apart, as what it is."""
+    from regner.report import is_unstable
+
     n = len(evidence)
     counts = {
-        "per-logit better than `none`": [e[0] for e in evidence if e[1] == "better"],
-        "softmax worse than `none`": [e[0] for e in evidence if e[2] == "worse"],
-        "per-logit ahead of softmax": [e[0] for e in evidence if e[3] == "per-logit ahead"],
-        "softmax with collapsed seeds": [e[0] for e in evidence if e[2].startswith("unstable")],
+        "per-logit better than `none`": [e.setting for e in evidence if e.per_logit == "better"],
+        "softmax worse than `none`": [e.setting for e in evidence if e.softmax == "worse"],
+        "per-logit ahead of softmax": [e.setting for e in evidence if e.pair == "per-logit ahead"],
+        "softmax with collapsed seeds": [e.setting for e in evidence if is_unstable(e.softmax)],
     }
     against = {
-        "per-logit worse than `none`": [e[0] for e in evidence if e[1] == "worse"],
-        "softmax better than `none`": [e[0] for e in evidence if e[2] == "better"],
-        "softmax ahead of per-logit": [e[0] for e in evidence if e[3] == "softmax ahead"],
-        "per-logit with collapsed seeds": [e[0] for e in evidence if e[1].startswith("unstable")],
+        "per-logit worse than `none`": [e.setting for e in evidence if e.per_logit == "worse"],
+        "softmax better than `none`": [e.setting for e in evidence if e.softmax == "better"],
+        "softmax ahead of per-logit": [e.setting for e in evidence if e.pair == "softmax ahead"],
+        "per-logit with collapsed seeds": [e.setting for e in evidence if is_unstable(e.per_logit)],
     }
 
     def listed(found: dict[str, list[str]]) -> str:
@@ -738,11 +748,12 @@ def claim_reading(evidence: list[tuple[str, str, str, str, float]], regime: str 
         reading = f"disagree: {contradicts}; nothing for it"
     else:
         reading = "neither confirm nor contradict it: no R-Drop difference is beyond seed noise and no seed collapsed"
-    deltas = [e[4] for e in evidence if math.isfinite(e[4])]
+    deltas = [e.delta for e in evidence if math.isfinite(e.delta)]
     direction = (f" The point estimates put per-logit ahead of softmax in {sum(d > 0 for d in deltas)} of {len(deltas)} "
                  "settings (a direction, not evidence on its own)." if deltas else "")
-    return (f"**Verdict on the claim{f', {regime} regime' if regime else ''}** (R-Drop, {n} setting(s) with both KL variants; vs `none` Holm-corrected, "
-            f"per-logit vs softmax unadjusted): regner's results {reading}.{direction}")
+    title = f"Verdict on the claim{f', {regime} regime' if regime else ''}"
+    return (f"**{title}** (R-Drop, {n} setting(s) with both KL variants; vs `none` Holm-corrected, per-logit vs "
+            f"softmax unadjusted): regner's results {reading}.{direction}")
 
 
 def _relative(path: Path, out: Path) -> str:

@@ -283,8 +283,9 @@ def collapse_note(row: dict[str, Any]) -> str:
     return f"{row['collapsed']} of {row['judged_runs']} collapsed"
 
 
-def is_unstable(row: dict[str, Any]) -> bool:
-    return row["verdict"].startswith("unstable")
+def is_unstable(verdict: str) -> bool:
+    """Whether a row's verdict says some of its seeds collapsed ("unstable (k of n collapsed)")."""
+    return verdict.startswith("unstable")
 
 
 def summarize(groups: list[Group]) -> list[dict[str, Any]]:
@@ -414,7 +415,7 @@ def markdown_report(rows: list[dict[str, Any]], records: list[RunRecord], title:
                 f"{r['judged_on']} F1, Holm p {_p(r['p_holm'])})"
                 for r in group_rows if r["verdict"] in ("better", "worse")]
         unstable = [f"{r['regularizer']}/{r['kl']}/{r['strength']} ({collapse_note(r)})" for r in group_rows
-                    if is_unstable(r)]
+                    if is_unstable(r["verdict"])]
         if noise:
             parts.append(f"Within noise of `none`: {', '.join(noise)}.  ")
         parts.append(f"Beyond noise: {', '.join(real) if real else 'no row'}." + ("  " if unstable else ""))

@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from regner.benchmark import (
+    ClaimEvidence,
     Method,
     ProfileError,
     choose_strength,
@@ -275,18 +276,19 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
 
 
 def test_the_reading_of_su_jianlins_claim_counts_only_differences_beyond_noise_and_collapses():
-    quiet = [("a, pretrained", "within noise", "within noise", "no difference beyond noise", 0.01),
-             ("b, random", "within noise", "n<2: cannot tell", "cannot tell", -0.02)]
+    quiet = [ClaimEvidence("a, pretrained", "within noise", "within noise", "no difference beyond noise", 0.01),
+             ClaimEvidence("b, random", "within noise", "n<2: cannot tell", "cannot tell", -0.02)]
     reading = claim_reading(quiet)
     assert "neither confirm nor contradict it: no R-Drop difference is beyond seed noise and no seed collapsed" in reading
     assert "per-logit ahead of softmax in 1 of 2 settings" in reading
-    against = claim_reading([("a, pretrained", "worse", "better", "softmax ahead", -0.05)])
+    against = claim_reading([ClaimEvidence("a, pretrained", "worse", "better", "softmax ahead", -0.05)])
     assert ("disagree: per-logit worse than `none` in 1 of 1 (a, pretrained); softmax better than `none` in 1 of 1 "
             "(a, pretrained); softmax ahead of per-logit in 1 of 1 (a, pretrained); nothing for it") in against
-    collapsed = claim_reading([("a, random", "unstable (1 of 5 collapsed)", "within noise", "cannot tell", math.nan)])
+    collapsed = claim_reading([ClaimEvidence("a, random", "unstable (1 of 5 collapsed)", "within noise", "cannot tell",
+                                             math.nan)])
     assert "disagree: per-logit with collapsed seeds in 1 of 1 (a, random); nothing for it." in collapsed
-    mixed = claim_reading([("a, pretrained", "better", "within noise", "no difference beyond noise", 0.02),
-                           ("b, pretrained", "within noise", "better", "cannot tell", math.nan)])
+    mixed = claim_reading([ClaimEvidence("a, pretrained", "better", "within noise", "no difference beyond noise", 0.02),
+                           ClaimEvidence("b, pretrained", "within noise", "better", "cannot tell", math.nan)])
     assert ("are mixed: for it, per-logit better than `none` in 1 of 2 (a, pretrained); against it, softmax better than "
             "`none` in 1 of 2 (b, pretrained)") in mixed
     assert "in 1 of 1 settings" in mixed  # the direction counts only settings with a paired estimate
