@@ -496,6 +496,12 @@ def _fmt(value: float, spec: str, suffix: str = "") -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec) + suffix
 
 
+def collapsed_cell(row: dict) -> str:
+    """"k of n" over the runs judged (completed or diverged), the failed ones named apart: a failed run
+    (an error, not the method) is neither evidence for nor against it."""
+    return f"{row['collapsed']} of {row['judged_runs']}" + (f" (+{row['failed']} failed)" if row["failed"] else "")
+
+
 def final_table(rows: list[dict], profile: Profile, chosen_labels: dict, throughput: dict[str, dict]) -> list[str]:
     from regner.report import _p, _pm, format_delta
 
@@ -506,8 +512,8 @@ def final_table(rows: list[dict], profile: Profile, chosen_labels: dict, through
         method = r["_method"]
         spec = profile.methods.get(method)
         bench = throughput.get(spec.throughput or method) if spec else None
-        finished = [run for run in r["_runs"] if run.status in FINISHED]  # a partial report: not the ones in flight
-        caps = [hit_cap(run.path) for run in finished]
+        # Runs in flight (a partial report) count nowhere; failed runs are named apart from the collapse count.
+        caps = [hit_cap(run.path) for run in r["_runs"] if run.status == "completed"]
         mean = r[f"{r['judged_on']}_f1_mean"]
         std = r[f"{r['judged_on']}_f1_std"]
         judged = _pm(mean, std) + ("" if r["judged_on"] == "test" else " (dev)")
@@ -515,7 +521,7 @@ def final_table(rows: list[dict], profile: Profile, chosen_labels: dict, through
         lines.append(" | ".join([
             f"| {method}", r["regularizer"], r["kl"], strength, str(r["n"]), judged,
             format_delta(r) if method != "none" else "baseline", _p(r["p_holm"]),
-            r["verdict"], f"{r['collapsed']} of {len(finished)}", f"{sum(c for c, _ in caps)} of {len(caps)}",
+            r["verdict"], collapsed_cell(r), f"{sum(c for c, _ in caps)} of {len(caps)}",
             _fmt(bench["cost"] if bench else math.nan, ".2f", "×"),
             _fmt(bench["memory"] if bench else math.nan, ".2f", "×")]) + " |")
     return lines
@@ -661,7 +667,7 @@ def conclusions(rows: list[dict], profile: Profile) -> list[str]:
                    f"no stage-2 result yet: {', '.join(missing)}" if missing else ""]
         text = head + "; ".join(c for c in clauses if c) + "."
         baseline = [r for r in rows if (r["_dataset"], r["_regime"], r["_method"]) == (dataset, regime, "none")]
-        caps = [hit_cap(run.path)[0] for r in baseline for run in r["_runs"] if run.status in FINISHED]
+        caps = [hit_cap(run.path)[0] for r in baseline for run in r["_runs"] if run.status == "completed"]
         if any(caps):  # the protocol's cap must be one `none` does not reach
             text += (f" `none` used every allowed epoch in {sum(caps)} of {len(caps)} runs: the epoch cap may be "
                      "what limits it, not convergence.")

@@ -21,6 +21,7 @@ from regner.benchmark import (
     claim_reading,
     conclusions,
     epochs_run,
+    final_table,
     grid_edges,
     load_profile,
     pareto_front,
@@ -273,6 +274,27 @@ def test_the_reading_of_a_partial_benchmark_claims_nothing_it_has_not_measured(t
     both = pair + [r | {"_regime": "random"} for r in pair]  # each regime gets its own verdict
     assert [x.split("**")[1] for x in conclusions(both, profile) if x.startswith("**Verdict")] == [
         "Verdict on the claim, pretrained regime", "Verdict on the claim, random regime"]
+
+
+def test_the_final_table_counts_collapses_over_judged_runs_and_caps_over_completed_ones(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(DEMO_PROFILE)
+    profile = load_profile(path, encoder="enc")
+    runs = []
+    for seed, (status, epochs, stopped) in enumerate([("completed", 15, False), ("completed", 9, True),
+                                                      ("diverged", None, False), ("failed", None, False)]):
+        directory = tmp_path / f"seed-{seed}"
+        directory.mkdir()
+        if epochs:
+            (directory / "metrics.json").write_text(json.dumps(
+                {"epochs": epochs, "best_epoch": 5, "early_stopping": {"stopped": stopped, "max_epochs": 15}}))
+        runs.append(SimpleNamespace(path=directory, status=status))
+    row = {"_method": "none", "regularizer": "none", "kl": "—", "n": 2, "judged_on": "test", "test_f1_mean": 0.6,
+           "test_f1_std": 0.01, "p_holm": math.nan, "verdict": "unstable (1 of 3 collapsed)", "collapsed": 1,
+           "judged_runs": 3, "failed": 1, "_runs": runs}
+    cells = [c.strip() for c in final_table([row], profile, {}, {})[-1].strip("|").split("|")]
+    assert cells[9:11] == ["1 of 3 (+1 failed)", "1 of 2"]  # collapsed; hit epoch cap
+    assert final_table([row | {"failed": 0}], profile, {}, {})[-1].split(" | ")[9] == "1 of 3"
 
 
 def test_the_reading_of_su_jianlins_claim_counts_only_differences_beyond_noise_and_collapses():
