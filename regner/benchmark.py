@@ -973,6 +973,10 @@ class Ledger:
         if time.time() - getattr(self, "saved", 0.0) > 60:
             self.save()
 
+    def machines(self) -> list[str]:
+        """The machines the recorded invocations ran on, each once, in order of first use."""
+        return list(dict.fromkeys(i["machine"] for i in self.data["invocations"] if i.get("machine")))
+
     def summary(self, include_now: bool = True) -> str:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start))
         runs = [r for r in self.data["invocations"] if r.get("started") != started]
@@ -1081,11 +1085,16 @@ def main(argv: list[str] | None = None) -> int:
                           len(profile.methods) * len(profile.final_seeds) for d in profile.datasets)
             done = sum(run_state(p) in FINISHED for d in profile.datasets for s in STAGES
                        for p in (out / d / s).glob("*/seed-*"))
-            build(out, profile, f"{profile.description}. Report written {time.strftime('%Y-%m-%d %H:%M %Z')} from what "
-                                f"has run: **{done} of {planned} runs finished**"
-                                f"{' (partial results)' if done < planned else ''}; wall time so far: "
-                                f"{ledger.summary(include_now=False)}. Continue with `make benchmark"
-                                f"{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}`.")
+            command = f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}"
+            written = f"{profile.description}. Report written {time.strftime('%Y-%m-%d %H:%M %Z')}"
+            if done < planned:
+                preamble = (f"{written} from what has run: **{done} of {planned} runs finished** (partial results); "
+                            f"wall time so far: {ledger.summary(include_now=False)}. Continue with `{command}`.")
+            else:
+                preamble = (f"{written}: **{done} of {planned} runs finished**; the benchmark took "
+                            f"{ledger.summary(include_now=False)} on {'; '.join(ledger.machines()) or 'unrecorded machines'}. "
+                            f"Reproduce: `{command}`.")
+            build(out, profile, preamble)
             say(f"report: {out / 'report.md'}")
             return 0
         claim_out(out, file, profile.encoder)

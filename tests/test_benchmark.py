@@ -441,7 +441,9 @@ def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     assert run_state(abandoned) == "completed" and (kept / "metrics.json").stat().st_mtime_ns == kept_time
     timing = json.loads((out / "timing.json").read_text())["invocations"]
     assert len(timing) == 2 and all(i["finished"] and i["seconds"] > 0 for i in timing)
-    assert "**11 of 11 runs finished**" in report_only()
+    complete = report_only()
+    assert "**11 of 11 runs finished**; the benchmark took " in complete and "in 2 invocation(s)" in complete
+    assert "Continue with" not in complete and "Continue with" in partial
 
 
 def test_another_profile_never_continues_a_benchmark_directory(tmp_path, encoder_dir):
