@@ -110,7 +110,8 @@ def load_profile(path: Path, encoder: str | None = None) -> Profile:
     regimes = {name: [o.replace("{encoder}", str(encoder)) for o in overrides]
                for name, overrides in spec["regimes"].items()}
     if any("{encoder}" in o for overrides in spec["regimes"].values() for o in overrides) and not encoder:
-        raise ProfileError(f"{where}: the regimes use {{encoder}} but no encoder directory was given (--encoder)")
+        raise ProfileError(f"{where}: the regimes use {{encoder}} but no encoder directory was given: pass "
+                           "--encoder DIR (with make: ENCODER=DIR), e.g. outputs/pretrained/zh-mini from `make pretrain`")
     methods = {}
     for name, m in spec["methods"].items():
         if isinstance(m, list):
