@@ -500,7 +500,9 @@ def _fmt(value: float, spec: str, suffix: str = "") -> str:
 def collapsed_cell(row: dict) -> str:
     """"k of n" over the runs judged (completed or diverged), the failed ones named apart: a failed run
     (an error, not the method) is neither evidence for nor against it."""
-    return f"{row['collapsed']} of {row['judged_runs']}" + (f" (+{row['failed']} failed)" if row["failed"] else "")
+    from regner.report import collapse_count
+
+    return collapse_count(row) + (f" (+{row['failed']} failed)" if row["failed"] else "")
 
 
 def final_table(rows: list[dict], profile: Profile, chosen_labels: dict, throughput: dict[str, dict]) -> list[str]:
@@ -986,6 +988,21 @@ class Ledger:
                 f"(first started {runs[0]['started'] if runs else time.strftime('%Y-%m-%d %H:%M')})")
 
 
+def planned_runs(profile: Profile) -> int:
+    """How many runs the whole benchmark makes: stage 1's grid × tune seeds, stage 2's methods × regimes × seeds."""
+    return sum(len(tune_jobs(profile, d)) * len(profile.tune_seeds) + len(profile.regimes) *
+               len(profile.methods) * len(profile.final_seeds) for d in profile.datasets)
+
+
+def run_directories(out: Path, profile: Profile) -> list[Path]:
+    """Every run directory the benchmark on ``out`` has made so far, both stages, every dataset."""
+    return [p for d in profile.datasets for s in STAGES for p in (out / d / s).glob("*/seed-*")]
+
+
+def reproduce_command(profile: Profile) -> str:
+    return f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}"
+
+
 def schedule(profile: Profile) -> list[tuple[str, str, list[int]]]:
     """The sweeps in the order they run, as (dataset, stage, seeds): stage 1 of every dataset first, then
     stage 2 one seed at a time across every dataset. The results do not depend on the order (each run is
@@ -1082,11 +1099,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.report_only:
             ledger = Ledger(out)
-            planned = sum(len(tune_jobs(profile, d)) * len(profile.tune_seeds) + len(profile.regimes) *
-                          len(profile.methods) * len(profile.final_seeds) for d in profile.datasets)
-            done = sum(run_state(p) in FINISHED for d in profile.datasets for s in STAGES
-                       for p in (out / d / s).glob("*/seed-*"))
-            command = f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}"
+            planned = planned_runs(profile)
+            done = sum(run_state(p) in FINISHED for p in run_directories(out, profile))
+            command = reproduce_command(profile)
             written = f"{profile.description}. Report written {time.strftime('%Y-%m-%d %H:%M %Z')}"
             if done < planned:
                 preamble = (f"{written} from what has run: **{done} of {planned} runs finished** (partial results); "
@@ -1105,11 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ledger, finished, failures = Ledger(out), False, 0
     signal.signal(signal.SIGTERM, _interrupt)
-    planned = sum(len(tune_jobs(profile, d)) * len(profile.tune_seeds) + len(profile.regimes) *
-                  len(profile.methods) * len(profile.final_seeds) for d in profile.datasets)
-    directories = lambda: [p for d in profile.datasets for s in STAGES  # noqa: E731
-                           for p in (out / d / s).glob("*/seed-*")]
-    progress = TotalProgress(directories, planned, enabled=not args.no_progress, ledger=ledger)
+    progress = TotalProgress(lambda: run_directories(out, profile), planned_runs(profile),
+                             enabled=not args.no_progress, ledger=ledger)
     try:
         with progress:
             chosen: dict[str, dict] = {}
@@ -1131,8 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
         preamble = (f"{profile.description}. Machine: {machine_description()}. Report written "
                     f"{time.strftime('%Y-%m-%d %H:%M %Z')}; the benchmark has taken {ledger.summary()}"
                     f"{'' if finished else ' so far (unfinished: partial results)'}; {parallel} run(s) in parallel "
-                    f"with {threads} thread(s) each. Reproduce: `make benchmark"
-                    f"{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}`.")
+                    f"with {threads} thread(s) each. Reproduce: `{reproduce_command(profile)}`.")
         ledger.close(finished)
         build(out, profile, preamble)
     say(f"report: {out / 'report.md'}")

@@ -277,10 +277,15 @@ def setting_label(group: Group) -> str:
     return f"{group.dataset} — encoder {group.encoder}" + (f" — {', '.join(extra)}" if extra else "")
 
 
+def collapse_count(row: dict[str, Any]) -> str:
+    """"k of n" for a summary row's collapsed seeds: n counts the runs judged (completed or diverged),
+    not the failed ones."""
+    return f"{row['collapsed']} of {row['judged_runs']}"
+
+
 def collapse_note(row: dict[str, Any]) -> str:
-    """"k of n collapsed" for a summary row: n counts the runs judged (completed or diverged), not
-    the failed ones."""
-    return f"{row['collapsed']} of {row['judged_runs']} collapsed"
+    """"k of n collapsed" (see ``collapse_count``)."""
+    return f"{collapse_count(row)} collapsed"
 
 
 def is_unstable(verdict: str) -> bool:
