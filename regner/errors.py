@@ -1,6 +1,6 @@
 """The exceptions that are the user's input, not a bug in regner.
 
-Every command reports a :class:`UserError` the same way (see :func:`regner.cli.report_error`): one
+Every command reports a :class:`UserError` the same way (see :func:`regner.cli.errors.report_error`): one
 paragraph on stderr naming the file, line, key or value, exit code 2, and a run directory (if one
 was started) whose ``status.json`` says ``failed`` and why. Anything else is a bug and keeps its
 traceback.

@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regner.benchmark import machine_description  # noqa: E402
-from regner.serving import ServerProcess  # noqa: E402
+from regner.experiments.benchmark.execution import machine_description  # noqa: E402
+from regner.inference.serving import ServerProcess  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="regner-bench-serve-") as scratch:
         onnx_dir = args.onnx
         if "onnx" in backends and not onnx_dir:
-            from regner.export import export_onnx
+            from regner.inference.export import export_onnx
 
             onnx_dir = str(Path(scratch) / "onnx")
             export_onnx(args.ckpt, onnx_dir)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(rows: list[dict], args, n_texts: int) -> str:
-    from regner.inference import checkpoint_dir
+    from regner.inference.checkpoint import checkpoint_dir
 
     bert = json.loads((checkpoint_dir(args.ckpt) / "config.json").read_text(encoding="utf-8"))
     encoder = (f"BERT {bert['num_hidden_layers']} layers × {bert['hidden_size']}, "

@@ -15,7 +15,7 @@ shows up as cost, not as useful work), over the device's dense bf16 peak.
 
 measures instead the peak tensor memory of the span-score loss alone (forward + backward of the
 CE, and of the CE of two halves plus R-Drop's KL), on any device, by counting live tensor storages
-(regner.profiling), next to the textbook dense formulation that regner used before, in copies of
+(regner.training.profiling), next to the textbook dense formulation that regner used before, in copies of
 one [B, T, L, L] fp32 score tensor.
 """
 
@@ -36,10 +36,9 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regner.ema import EMA  # noqa: E402
-from regner.encoder import tiny_encoder  # noqa: E402
-from regner.head import span_mask  # noqa: E402
-from regner.model import SpanModel  # noqa: E402
+from regner.model.encoder import tiny_encoder  # noqa: E402
+from regner.model.head import span_mask  # noqa: E402
+from regner.model.span_model import SpanModel  # noqa: E402
 from regner.regularizers.awp import AWP  # noqa: E402
 from regner.regularizers.base import TrainingStep  # noqa: E402
 from regner.regularizers.fgm import FGM  # noqa: E402
@@ -51,6 +50,7 @@ from regner.regularizers.pgd import PGD  # noqa: E402
 from regner.regularizers.rdrop import RDrop  # noqa: E402
 from regner.regularizers.stack import Stack  # noqa: E402
 from regner.regularizers.vat import VAT  # noqa: E402
+from regner.training.callbacks.ema import EMA  # noqa: E402
 
 SIZES = {
     "tiny": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
@@ -219,10 +219,10 @@ def textbook_kl(s, t, mask):
 
 
 def loss_memory(batch: int, types: int, length: int, device: torch.device) -> str:
-    from regner.batching import dense_targets
-    from regner.loss import dense_crossentropy as textbook_crossentropy
-    from regner.loss import multilabel_crossentropy
-    from regner.profiling import TensorMemoryTracker
+    from regner.data.batching import dense_targets
+    from regner.model.loss import dense_crossentropy as textbook_crossentropy
+    from regner.model.loss import multilabel_crossentropy
+    from regner.training.profiling import TensorMemoryTracker
 
     g = torch.Generator().manual_seed(0)
     rows = torch.tensor([(b, int(torch.randint(0, types, (1,), generator=g)), s, s + 2)

@@ -10,7 +10,7 @@ Stage 1 tunes each regularizer's strength on dev, stage 2 runs `none` and every 
 chosen strength over shared seeds, in the pretrained and the random-init regime; then the costs are
 measured alone (scripts/bench_throughput.py) and the report is written to
 outputs/benchmark/<profile>/report.md. Rerunning the same command continues an interrupted benchmark.
-The logic lives in regner/benchmark.py.
+The logic lives in regner/experiments/benchmark/.
 """
 
 import sys
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regner.benchmark import main  # noqa: E402
+from regner.experiments.benchmark.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

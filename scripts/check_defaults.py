@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regner.report import COLLAPSE_F1, collect_runs  # noqa: E402
+from regner.experiments.report.records import COLLAPSE_F1, collect_runs  # noqa: E402
 
 DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.train",
             "msra": "msra/msra_train_bio", "people_daily": "people_daily/dev.txt"}

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regner.stats import paired_t  # noqa: E402
+from regner.experiments.stats import paired_t  # noqa: E402
 
 ARMS = {"pretrained": [], "random": ["encoder.random_init=true"]}
 

@@ -22,13 +22,13 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from regner.batching import collate  # noqa: E402
+from regner.data.batching import collate  # noqa: E402
 from regner.data.loading import load_splits  # noqa: E402
-from regner.encoder import build_encoder  # noqa: E402
-from regner.evaluation import encode_split  # noqa: E402
-from regner.head import span_mask  # noqa: E402
-from regner.loss import multilabel_crossentropy  # noqa: E402
-from regner.model import SpanModel  # noqa: E402
+from regner.inference.evaluation import encode_split  # noqa: E402
+from regner.model.encoder import build_encoder  # noqa: E402
+from regner.model.head import span_mask  # noqa: E402
+from regner.model.loss import multilabel_crossentropy  # noqa: E402
+from regner.model.span_model import SpanModel  # noqa: E402
 from regner.regularizers.kl import globalpointer_kl  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     os.environ.setdefault("REGNER_DATA", str(REPO.parent / "shared" / "data"))
     from hydra import compose, initialize_config_dir
 
-    from regner.cli import config_dir
+    from regner.config.paths import config_dir
 
     lengths = [int(x) for x in args.lengths.split(",")]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -32,7 +32,7 @@ def shared(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def char_tokenizer():
     """The tiny encoder's tokenizer over a small character vocabulary."""
-    from regner.encoder import build_char_vocab, tiny_tokenizer
+    from regner.model.encoder import build_char_vocab, tiny_tokenizer
 
     return tiny_tokenizer(build_char_vocab(["北京大学张三在上海工作。今天天气很好", "华为ABC公司2019年"]))
 

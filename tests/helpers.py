@@ -3,11 +3,11 @@
 import torch
 from omegaconf import OmegaConf
 
-from regner.batching import collate, dense_targets
-from regner.encoder import tiny_encoder
-from regner.features import Window
-from regner.head import span_mask
-from regner.model import SpanModel
+from regner.data.batching import collate, dense_targets
+from regner.data.features import Window
+from regner.model.encoder import tiny_encoder
+from regner.model.head import span_mask
+from regner.model.span_model import SpanModel
 from regner.regularizers.base import TrainingStep
 from regner.regularizers.kl import globalpointer_kl
 

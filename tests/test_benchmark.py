@@ -1,9 +1,10 @@
-"""Benchmark v2 (regner/benchmark.py): the profile, the presets, the strength choice, and the whole
+"""Benchmark v2 (regner/experiments/benchmark/): the profile, the presets, the strength choice, and the whole
 pipeline on the demo data (tune → choose → final → costs → report), with its statistics checked by hand."""
 
 import csv
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -13,25 +14,13 @@ from types import SimpleNamespace
 import pytest
 from hydra import compose, initialize_config_dir
 
-from regner.benchmark import (
-    ClaimEvidence,
-    Method,
-    ProfileError,
-    choose_strength,
-    claim_reading,
-    conclusions,
-    epochs_run,
-    final_table,
-    grid_edges,
-    load_profile,
-    pareto_front,
-    preset_yaml,
-    relative_strength,
-    run_state,
-    schedule,
-    tune_table,
-)
-from regner.cli import config_dir
+from regner.config.paths import config_dir
+from regner.experiments.benchmark.plots import pareto_front
+from regner.experiments.benchmark.profile import Method, ProfileError, load_profile, preset_yaml, schedule
+from regner.experiments.benchmark.reading import ClaimEvidence, claim_reading, conclusions
+from regner.experiments.benchmark.runs import epochs_run, run_state
+from regner.experiments.benchmark.selection import choose_strength, grid_edges, relative_strength
+from regner.experiments.benchmark.tables import final_table, tune_table
 
 from .test_cli import regner
 
@@ -44,8 +33,8 @@ EVERY_METHOD = {"none", "rdrop", "rdrop_softmax", "vat", "vat_softmax", "fgm", "
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
 def test_every_profile_composes_every_run(path, tmp_path):
     """Each preset a profile generates is a valid regner config (never run in CI, so composed here)."""
-    from regner.benchmark import final_jobs, tune_jobs
-    from regner.validation import validate_config
+    from regner.config.validation import validate_config
+    from regner.experiments.benchmark.profile import final_jobs, tune_jobs
 
     profile = load_profile(path, encoder=str(tmp_path))
     if path.stem in ("cpu", "gpu"):
@@ -198,7 +187,7 @@ def test_run_states(tmp_path):
 
 
 def test_prune_keeps_what_a_report_reads_and_git_ignores_the_rest(tmp_path):
-    from regner.benchmark import GITIGNORE, prune
+    from regner.experiments.benchmark.execution import GITIGNORE, prune
 
     done, running = tmp_path / "done", tmp_path / "running"
     for run, status in ((done, "completed"), (running, "interrupted")):
@@ -445,6 +434,20 @@ def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     assert "**11 of 11 runs finished**; the benchmark took " in complete and "in 2 invocation(s)" in complete
     assert "Continue with" not in complete and "Continue with" in partial
 
+    # compacted (as a committed benchmark is): the same report from runs.jsonl.gz, and a rerun unpacks it first
+    packed = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", str(profile), "--encoder",
+                             str(encoder_dir), "--out", str(out), "--pack"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    assert (out / "runs.jsonl.gz").is_file() and not list(out.rglob("metrics.json"))
+    stamp = re.compile(r"Report written \d{4}-\d\d-\d\d \d\d:\d\d \w+")
+    assert stamp.sub("", report_only()) == stamp.sub("", complete)
+    rerun = benchmark(profile, encoder_dir, out)
+    assert rerun.returncode == 0 and "unpacking" in rerun.stderr, rerun.stderr[-2000:]
+    assert not (out / "runs.jsonl.gz").exists() and run_state(kept) == "completed"
+    assert json.loads((interrupted / "metrics.json").read_text())["test"]["f1"] == before
+    assert len(json.loads((out / "timing.json").read_text())["invocations"]) == 3
+
 
 def test_another_profile_never_continues_a_benchmark_directory(tmp_path, encoder_dir):
     out = tmp_path / "bench"
@@ -459,3 +462,57 @@ def test_another_profile_never_continues_a_benchmark_directory(tmp_path, encoder
                              text=True, timeout=120)
     assert missing.returncode == 2 and "make pretrain" in missing.stderr
     assert not (tmp_path / "o").exists()
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "2026-12-01-cpu"
+
+
+def test_committed_benchmark_report_rebuilds_from_its_compact_runs(tmp_path):
+    """The committed benchmark keeps its 308 runs as one runs.jsonl.gz; the report rebuilt from it is
+    the committed report, byte for byte, apart from when it was written."""
+    import re
+    import shutil
+
+    from regner.experiments.benchmark.main import main
+
+    out = tmp_path / "benchmark"
+    shutil.copytree(COMMITTED, out, ignore=shutil.ignore_patterns("report.md", "report.csv", "stage1.csv", "*.png"))
+    assert (out / "runs.jsonl.gz").is_file() and not (out / "cluener").exists()
+    assert main(["--report-only", "--profile", "cpu", "--out", str(out), "--encoder", str(COMMITTED / "encoder"),
+                 "--no-progress"]) == 0
+    stamp = re.compile(r"Report written \d{4}-\d\d-\d\d \d\d:\d\d \w+")
+    for name in ("report.md", "report.csv", "stage1.csv"):
+        committed, rebuilt = ((d / name).read_text(encoding="utf-8") for d in (COMMITTED, out))
+        assert stamp.sub("Report written <when>", rebuilt) == stamp.sub("Report written <when>", committed), name
+    assert (out / "f1_vs_strength.png").is_file() and (out / "cost_vs_gain.png").is_file()
+
+
+def test_run_archive_round_trip_and_damage(tmp_path):
+    from regner.errors import UserError
+    from regner.runs import archive
+
+    run = tmp_path / "runs" / "a" / "seed-1"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"status": "completed"}\r\n', encoding="utf-8")
+    (run / "history.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n', encoding="utf-8")
+    (tmp_path / "runs" / "notes.md").write_text("kept")
+    before = {p.relative_to(tmp_path / "runs"): p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    packed = archive.pack(tmp_path / "runs")
+    assert not (tmp_path / "runs" / "a").exists() and (tmp_path / "runs" / "notes.md").exists()
+    first = packed.read_bytes()
+    restored = tmp_path / "restored"
+    archive.unpack(packed, restored)
+    after = {p.relative_to(restored): p.read_bytes() for p in restored.rglob("*") if p.is_file()}
+    assert after == {k: v for k, v in before.items() if k.name != "notes.md"}  # byte for byte, \r\n included
+    with archive.expanded(tmp_path / "runs") as source:
+        assert (source / "a" / "seed-1" / "status.json").read_bytes() == before[Path("a/seed-1/status.json")]
+        assert (source / "notes.md").read_text() == "kept"
+    archive.pack(restored)
+    assert (restored / archive.ARCHIVE).read_bytes() == first  # same runs, same bytes: a repack changes nothing
+    bad = tmp_path / "bad.jsonl.gz"
+    import gzip
+
+    with gzip.open(bad, "wt") as handle:
+        handle.write('{"run": "../escape", "files": {}}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl.gz:1: .*leaves"):
+        archive.read(bad)

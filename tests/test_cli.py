@@ -50,8 +50,8 @@ def test_checkpoint_reloads_and_reproduces_dev_f1(trained_run):
     from omegaconf import OmegaConf
 
     from regner.data.loading import load_splits
-    from regner.evaluation import encode_split, evaluate
-    from regner.model import SpanModel
+    from regner.inference.evaluation import encode_split, evaluate
+    from regner.model.span_model import SpanModel
 
     cfg = OmegaConf.load(trained_run / "config.yaml")
     model, tokenizer, saved = SpanModel.from_pretrained(trained_run / "checkpoint")
@@ -101,7 +101,7 @@ def test_evaluate_writes_the_same_metrics_as_training(trained_run, tmp_path):
 
 def test_predict_round_trip_scores_like_evaluate(trained_run, tmp_path):
     from regner.data.types import Entity
-    from regner.metrics import span_scores
+    from regner.inference.metrics import span_scores
 
     dev = demo_dev(trained_run)
     texts = "".join(json.dumps({"text": ex.text}, ensure_ascii=False) + "\n" for ex in dev)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from regner.distributed import Distributed
+from regner.training.distributed import Distributed
 
 
 def free_port() -> int:

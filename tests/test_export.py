@@ -12,10 +12,10 @@ pytest.importorskip("onnxruntime")
 
 
 def test_exported_scores_match_pytorch_on_every_batch_shape(trained_run, exported):
-    from regner.batching import collate
+    from regner.data.batching import collate
     from regner.data.demo import generate_split
     from regner.data.types import Example
-    from regner.inference import LoadedModel
+    from regner.inference.loaded import LoadedModel
 
     torch_model, onnx_model = LoadedModel.load(trained_run), LoadedModel.load(exported)
     assert type(onnx_model.model).__name__ == "OnnxSpanModel" and onnx_model.model.labels == torch_model.model.labels

@@ -1,6 +1,6 @@
+from regner.data.features import char_to_token_span, encode_examples, token_to_char_span, window_starts
 from regner.data.types import Entity, Example
-from regner.decoding import merge_window_predictions
-from regner.features import char_to_token_span, encode_examples, token_to_char_span, window_starts
+from regner.model.decoding import merge_window_predictions
 
 
 def roundtrip(tokenizer, text, entities):
@@ -61,7 +61,7 @@ def test_entity_longer_than_overlap_across_boundary_is_counted(char_tokenizer):
 
 
 def test_feature_cache_hits_and_survives_damage(char_tokenizer, tmp_path):
-    from regner.features import encode_examples_cached
+    from regner.data.features import encode_examples_cached
 
     examples = [Example("张三在北京大学工作。", [Entity(0, 2, "PER"), Entity(3, 7, "ORG")])]
     labels = {"ORG": 0, "PER": 1}

@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from regner.decoding import decode_scores
-from regner.head import EfficientGlobalPointer, GlobalPointer, apply_rope, rope_tables, span_mask
+from regner.model.decoding import decode_scores
+from regner.model.head import EfficientGlobalPointer, GlobalPointer, apply_rope, rope_tables, span_mask
 
 
 def test_rope_score_depends_only_on_relative_position():

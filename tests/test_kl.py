@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from regner.head import span_mask
+from regner.model.head import span_mask
 from regner.regularizers.kl import globalpointer_kl, mse_kl, softmax_kl
 
 VARIANTS = [globalpointer_kl, softmax_kl, mse_kl]

@@ -2,9 +2,9 @@ import math
 
 import torch
 
-from regner.head import span_mask
-from regner.loss import dense_crossentropy as dense_reference
-from regner.loss import multilabel_crossentropy
+from regner.model.head import span_mask
+from regner.model.loss import dense_crossentropy as dense_reference
+from regner.model.loss import multilabel_crossentropy
 
 
 def reference_loss(scores, targets, mask):
@@ -95,7 +95,7 @@ def test_backward_twice_through_a_retained_graph_gives_the_same_gradient():
 def test_loss_and_backward_keep_one_copy_of_the_scores():
     """Forward + backward of the CE allocate about one [B, T, L, L] fp32 tensor in all (the masked
     copy, reused in place as the gradient); the dense textbook form needs about seven."""
-    from regner.profiling import TensorMemoryTracker
+    from regner.training.profiling import TensorMemoryTracker
 
     batch, types, length = 2, 3, 64
     scores = torch.randn(batch, types, length, length, requires_grad=True)

@@ -1,7 +1,7 @@
 import pytest
 
 from regner.data.types import Entity, Example
-from regner.metrics import flatten_predictions, seqeval_report, span_scores
+from regner.inference.metrics import flatten_predictions, seqeval_report, span_scores
 
 
 def test_hand_made_counts():

@@ -5,8 +5,8 @@ import functools
 import pytest
 import torch
 
-from regner.decoding import decode_scores
-from regner.head import span_mask
+from regner.model.decoding import decode_scores
+from regner.model.head import span_mask
 from regner.regularizers.fgm import FGM
 from regner.regularizers.gp import GradientPenalty
 from regner.regularizers.kl import softmax_kl

@@ -9,10 +9,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from regner.cli import config_dir
-from regner.interrupt import Interrupted, StopFlag
+from regner.config.paths import config_dir
 from regner.pretraining.corpus import build_corpus, pack
 from regner.pretraining.trainer import MLMPretrainer, corpus_for, run_pretraining
+from regner.runs.interrupt import Interrupted, StopFlag
 
 from .test_cli import regner
 from .test_reliability import clean_failure, snapshot
@@ -45,7 +45,7 @@ def test_corpus_dedupes_holds_out_a_fixed_slice_and_packs_windows(corpus_file):
     assert not set(corpus.train) & set(corpus.held_out)
     again = build_corpus([str(corpus_file)], [], ["train"], 0.1, 1000, seed=0)
     assert again.held_out == corpus.held_out and again.fingerprint() == corpus.fingerprint()
-    from regner.encoder import build_char_vocab, tiny_tokenizer
+    from regner.model.encoder import build_char_vocab, tiny_tokenizer
 
     tokenizer = tiny_tokenizer(build_char_vocab(corpus.train))
     windows = pack(corpus.train, tokenizer, 32)
@@ -177,7 +177,7 @@ def test_pretrain_config_is_validated_before_reading(tmp_path):
 
 
 def test_random_init_keeps_architecture_and_tokenizer_but_not_weights(pretrained):
-    from regner.encoder import load_pretrained
+    from regner.model.encoder import load_pretrained
 
     run_dir, _ = pretrained
     tokenizer, trained = load_pretrained(str(run_dir), {})

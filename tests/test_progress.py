@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 from rich.progress import Progress, TextColumn
 
-from regner import progress
+from regner.runs import progress
 
 from .test_training import compose_config
 
@@ -57,7 +57,7 @@ def test_disabled_or_not_a_terminal_draws_nothing(capsys):
 
 
 def test_training_shows_a_bar_for_every_slow_step(terminal, tmp_path):
-    from regner.trainer import run_training
+    from regner.training.run import run_training
 
     shown, _ = terminal
     run_training(compose_config("trainer.progress=true", "data.test_size=20"), tmp_path)
@@ -69,8 +69,8 @@ def test_training_shows_a_bar_for_every_slow_step(terminal, tmp_path):
 
 
 def test_predict_and_export_show_bars(terminal, trained_run, tmp_path, monkeypatch):
-    import regner.export
-    from regner.inference import LoadedModel
+    import regner.inference.export
+    from regner.inference.loaded import LoadedModel
 
     shown, _ = terminal
     LoadedModel.load(trained_run).predict(["张三在北京"])
@@ -84,6 +84,6 @@ def test_predict_and_export_show_bars(terminal, trained_run, tmp_path, monkeypat
             bar.advance()
         return output
 
-    monkeypatch.setattr(regner.export, "_export", fake_export)
-    regner.export.export_onnx(trained_run, tmp_path / "onnx")
+    monkeypatch.setattr(regner.inference.export, "_export", fake_export)
+    regner.inference.export.export_onnx(trained_run, tmp_path / "onnx")
     assert shown == ["exporting to ONNX"] and steps == [0, 1, 2, 3]

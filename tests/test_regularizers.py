@@ -253,8 +253,8 @@ def test_relative_sizes_ignore_padding_and_the_pad_row(monkeypatch):
 @pytest.mark.parametrize("mode", ["exact", "approx"])
 def test_gradient_penalty_is_per_sample_so_duplicating_a_batch_keeps_it(mode):
     """ε must mean the same at any batch size: the same samples twice give the same penalty."""
-    from regner.batching import collate
-    from regner.features import Window
+    from regner.data.batching import collate
+    from regner.data.features import Window
 
     windows = [Window(0, [2, 5, 6, 7, 8, 3], [(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (0, 0)], [(0, 1, 2)]),
                Window(1, [2, 9, 10, 3], [(0, 0), (0, 1), (1, 2), (0, 0)], [(1, 1, 2)])]

@@ -242,7 +242,7 @@ def test_rejected_resume_leaves_its_target_untouched(tmp_path, finished_run, unf
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     from regner.errors import RunDirError
-    from regner.rundir import LOCK_FILE, RunLock, lock_holder
+    from regner.runs.directory import LOCK_FILE, RunLock, lock_holder
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -251,25 +251,25 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         lock = RunLock(run_dir).acquire()
     assert "taking over a stale lock left by process 999999999" in caplog.text
-    holder = subprocess.run([sys.executable, "-c", "from pathlib import Path; from regner.rundir import lock_holder; "
+    holder = subprocess.run([sys.executable, "-c", "from pathlib import Path; from regner.runs.directory import lock_holder; "
                              f"print(lock_holder(Path({str(run_dir)!r}))['pid'])"], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert holder.stdout.strip() == str(os.getpid())
-    child = subprocess.run([sys.executable, "-c", "from pathlib import Path; from regner.rundir import RunLock; "
+    child = subprocess.run([sys.executable, "-c", "from pathlib import Path; from regner.runs.directory import RunLock; "
                             f"RunLock(Path({str(run_dir)!r})).acquire()"], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert f"is in use by process {os.getpid()}" in child.stderr
     lock.release()
     assert not (run_dir / LOCK_FILE).exists()
     with pytest.raises(RunDirError, match="already holds a run"):
-        from regner.rundir import claim_new_run_dir
+        from regner.runs.directory import claim_new_run_dir
 
         (run_dir / "status.json").write_text("{}")
         claim_new_run_dir(run_dir, explicit=True)
 
 
 def test_clock_named_run_directories_never_collide(tmp_path):
-    from regner.rundir import claim_new_run_dir
+    from regner.runs.directory import claim_new_run_dir
 
     first = claim_new_run_dir(tmp_path / "12-00-00", explicit=False)
     second = claim_new_run_dir(tmp_path / "12-00-00", explicit=False)  # same second, first still running
@@ -385,7 +385,7 @@ def test_resume_applies_the_safe_overrides_and_says_so(tmp_path, finished_run):
 
 # -- sweeps --------------------------------------------------------------------------------------------------------
 def test_sweep_warns_when_the_swept_key_is_unused(capsys):
-    from regner.cli import warn_unused_sweep_keys
+    from regner.cli.sweep import warn_unused_sweep_keys
 
     (warning,) = warn_unused_sweep_keys(["--multirun", "alpha=1,4"])
     assert "alpha is swept over 1, 4 but regularizer=none does not read it" in warning
@@ -420,7 +420,7 @@ def test_end_of_run_summary_and_the_headline_are_stated(finished_run):
 
 
 def test_early_stopping_is_named_in_the_summary(caplog):
-    from regner.trainer import log_summary
+    from regner.training.run import log_summary
 
     metrics = {"dev": {"f1": 0.5}, "test": None, "best_epoch": 2, "epochs": 5,
                "early_stopping": {"stopped": True, "patience": 3, "max_epochs": 10},
@@ -432,7 +432,7 @@ def test_early_stopping_is_named_in_the_summary(caplog):
 
 def test_seqeval_view_is_labelled_and_counts_what_flattening_dropped():
     from regner.data.types import Entity, Example
-    from regner.metrics import seqeval_report
+    from regner.inference.metrics import seqeval_report
 
     example = Example("张三李四", [Entity(0, 2, "PER"), Entity(2, 4, "PER")])
     predicted = {Entity(0, 2, "PER"): 3.0, Entity(0, 3, "PER"): 1.0, Entity(2, 4, "PER"): 2.0}
@@ -444,7 +444,7 @@ def test_seqeval_view_is_labelled_and_counts_what_flattening_dropped():
 def test_tiny_encoder_shape_follows_the_hidden_size():
     from hydra import compose, initialize_config_dir
 
-    from regner.cli import config_dir
+    from regner.config.paths import config_dir
 
     def compose_config(*overrides):
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -467,8 +467,8 @@ def test_tiny_encoder_shape_follows_the_hidden_size():
     ("head.head_size=1", "head.head_size"),
 ])
 def test_validation_names_the_key_in_process(override, key):
+    from regner.config.validation import validate_config
     from regner.errors import ConfigError
-    from regner.validation import validate_config
 
     from .test_training import compose_config
 
@@ -479,7 +479,7 @@ def test_validation_names_the_key_in_process(override, key):
 
 
 def test_report_small_print(tmp_path):
-    from regner.report import build_report
+    from regner.experiments.report import build_report
 
     from .test_report import fake_run
 
@@ -497,7 +497,7 @@ def test_report_small_print(tmp_path):
 
 
 def test_report_tells_user_files_apart(tmp_path):
-    from regner.report import collect_runs
+    from regner.experiments.report.records import collect_runs
 
     from .test_report import fake_run
 
@@ -513,7 +513,7 @@ def test_a_clock_named_run_dir_override_is_not_a_user_named_one():
     import hydra  # noqa: F401  (registers the ${now:...} resolver)
     from omegaconf import OmegaConf
 
-    from regner.cli import _explicit
+    from regner.cli.runs import named_on_command_line as _explicit
 
     clock = OmegaConf.create({"overrides": {"hydra": ["hydra.run.dir=outputs/evaluate/${now:%H-%M-%S}"]}})
     named = OmegaConf.create({"overrides": {"hydra": ["hydra.run.dir=my_run"]}})

@@ -5,7 +5,11 @@ import sys
 
 import pytest
 
-from regner.report import build_report, collect_runs, group_runs, markdown_report, summarize
+from regner.experiments.report import build_report
+from regner.experiments.report.grouping import group_runs
+from regner.experiments.report.records import collect_runs
+from regner.experiments.report.summary import summarize
+from regner.experiments.report.tables import markdown_report
 
 
 def fake_run(root, sweep, job, regularizer, f1, seed, steps_per_s=10.0, kl=None, knobs=None, status="completed",

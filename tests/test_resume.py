@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from regner.trainer import Trainer, run_training
+from regner.training.run import run_training
+from regner.training.trainer import Trainer
 
 from .test_training import compose_config
 
@@ -136,7 +137,7 @@ def test_run_killed_during_final_evaluation_resumes_to_the_same_result(tmp_path,
 
 def scripted_dev_f1(monkeypatch, sequence):
     """Epoch-end evaluations report the F1 values of ``sequence`` (the final evaluation is real)."""
-    import regner.trainer as trainer_module
+    import regner.training.trainer as trainer_module
 
     real = trainer_module.evaluate
     calls = {"n": 0}

@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 def Server(*args: str):
-    from regner.serving import ServerProcess
+    from regner.inference.serving import ServerProcess
 
     return ServerProcess(list(args), cli_env(), timeout=120)
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from regner.stats import (
+from regner.experiments.stats import (
     compare_seeds,
     holm,
     paired_t,

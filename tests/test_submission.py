@@ -6,7 +6,7 @@ import json
 import pytest
 
 from regner.data.errors import DataError
-from regner.submission import cluener_record, read_lines, score_cluener
+from regner.inference.submission import cluener_record, read_lines, score_cluener
 
 from .conftest import shared
 from .test_cli import regner

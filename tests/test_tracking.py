@@ -1,4 +1,4 @@
-"""Experiment tracking (regner/loggers.py): TensorBoard event files read back with TensorBoard's own
+"""Experiment tracking (regner/training/callbacks/loggers.py): TensorBoard event files read back with TensorBoard's own
 reader, a resumed run without duplicated steps, MLflow to a local SQLite store, and config errors."""
 
 import json
@@ -64,7 +64,8 @@ def test_loggers_off_writes_no_event_files(tmp_path):
 def test_a_resumed_run_continues_its_curves_without_repeating_steps(tmp_path, monkeypatch):
     """Killed after step 8 with state saved at step 6: the resumed run's events replace steps ≥ 6 (read
     back every 2 steps and at each save, every 3)."""
-    from regner.trainer import Trainer, run_training
+    from regner.training.run import run_training
+    from regner.training.trainer import Trainer
 
     from .test_training import compose_config
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from regner.cli import config_dir
-from regner.trainer import TrainingDiverged, run_training
+from regner.config.paths import config_dir
+from regner.training.run import run_training
+from regner.training.trainer import TrainingDiverged
 
 TINY = ["data.train_size=120", "data.dev_size=30", "data.test_size=0", "trainer.max_epochs=1",
         "trainer.progress=false", "trainer.batch_size=16", "encoder.hidden_size=32", "encoder.num_layers=1",
@@ -79,7 +80,7 @@ def test_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
 def test_pretrained_encoder_loads_from_a_local_directory(tmp_path):
     """The hub-loading path (AutoModel/AutoTokenizer.from_pretrained) on a model saved to disk."""
     from regner.data.demo import generate_split
-    from regner.encoder import build_char_vocab, tiny_encoder, tiny_tokenizer
+    from regner.model.encoder import build_char_vocab, tiny_encoder, tiny_tokenizer
 
     vocab = build_char_vocab(ex.text for ex in generate_split(200, 0, "train"))
     model_dir = tmp_path / "my-bert"
@@ -98,7 +99,7 @@ def test_pretrained_encoder_loads_from_a_local_directory(tmp_path):
 
 
 def test_encoder_directory_without_config_is_rejected(tmp_path):
-    from regner.encoder import EncoderError, load_pretrained
+    from regner.model.encoder import EncoderError, load_pretrained
 
     with pytest.raises(EncoderError, match="without config.json is not a transformers model"):
         load_pretrained(str(tmp_path))
@@ -108,7 +109,7 @@ def test_compile_failure_on_the_first_step_falls_back_to_eager(tmp_path, monkeyp
     """trainer.compile must never cost a run: a backend error on the first step means eager mode."""
     import torch
 
-    from regner.trainer import Trainer
+    from regner.training.trainer import Trainer
 
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: setattr(self, "_compiled_call_impl", None))
     original, calls = Trainer._training_step, {"n": 0}
@@ -132,7 +133,7 @@ def test_compile_is_skipped_for_the_exact_gradient_penalty(tmp_path):
 def test_training_steps_do_not_wait_for_the_device_between_checks(tmp_path, monkeypatch):
     """Between the every-`check_every`-steps reads, regner's step code reads no tensor into Python
     (each read is a device sync on a GPU)."""
-    from regner.trainer import Trainer
+    from regner.training.trainer import Trainer
 
     from .test_regularizers import count_host_reads
 
@@ -154,7 +155,7 @@ def test_training_steps_do_not_wait_for_the_device_between_checks(tmp_path, monk
 
 
 def test_history_counts_predicted_spans_and_warns_when_there_are_none(tmp_path, monkeypatch, caplog):
-    import regner.trainer as trainer_module
+    import regner.training.trainer as trainer_module
 
     real = trainer_module.evaluate
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from regner.ema import EMA
-from regner.optim import build_optimizer, parameter_groups
+from regner.training.callbacks.ema import EMA
+from regner.training.optim import build_optimizer, parameter_groups
 
 from .helpers import tiny_model
 from .test_cli import regner, run_dirs
@@ -105,7 +105,7 @@ def test_new_options_train_end_to_end_through_the_cli(tmp_path, args, terms, met
     last = json.loads((run_dir / "history.jsonl").read_text().splitlines()[-1])
     assert set(last["train"]) == {"loss", "ce"} | terms
     assert metrics["dev"]["f1"] >= 0 and metrics["epochs"] == 2
-    from regner.report import collect_runs
+    from regner.experiments.report.records import collect_runs
 
     (record,) = collect_runs([run_dir])
     assert record.regularizer == method  # the report tells EMA runs apart from plain ones
@@ -114,8 +114,8 @@ def test_new_options_train_end_to_end_through_the_cli(tmp_path, args, terms, met
 
 
 def test_new_knobs_are_validated_before_any_data_is_read(tmp_path):
+    from regner.config.validation import validate_config
     from regner.errors import ConfigError
-    from regner.validation import validate_config
 
     from .test_training import compose_config
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 _POSITION_DIGITS = re.compile(r"^(.+?)(\d+)$")
 
 
-def _open_lines(path: str | Path, encoding: str = "utf-8", key: str = "data.encoding") -> Iterator[tuple[int, str]]:
+def open_lines(path: str | Path, encoding: str = "utf-8", key: str = "data.encoding") -> Iterator[tuple[int, str]]:
     """(line number, line) of a text file; a byte that is not ``encoding`` is a DataError naming the
     line and byte offset. A UTF-8 byte-order mark is skipped whatever the encoding says."""
     path = Path(path)
@@ -85,7 +85,7 @@ def _read_json_lines(path: str | Path, entities_of, encoding: str = "utf-8") -> 
     line's entities (already checked against the text)."""
     path = Path(path)
     examples = []
-    for number, line in _open_lines(path, encoding):
+    for number, line in open_lines(path, encoding):
         if not line.strip():
             continue
         record = _json_object(path, number, line)
@@ -188,7 +188,7 @@ def read_conll(
     needed = max(token_column if token_column >= 0 else -token_column - 1,
                  tag_column if tag_column >= 0 else -tag_column - 1) + 1
     wide = 0
-    for number, line in _open_lines(path, encoding):
+    for number, line in open_lines(path, encoding):
         if not line.strip():
             flush()
             continue

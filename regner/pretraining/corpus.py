@@ -18,7 +18,7 @@ from typing import Any
 
 from regner.data.errors import DataError
 from regner.errors import ConfigError
-from regner.progress import step
+from regner.runs.progress import step
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ class Corpus:
 
 def read_text_file(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """Texts of a raw file: one per line, or a JSON object with a string ``text`` per line; blank lines skipped."""
-    from regner.data.readers import _open_lines
+    from regner.data.readers import open_lines
 
     texts = []
-    for number, line in _open_lines(path, encoding, key="pretrain.encoding"):
+    for number, line in open_lines(path, encoding, key="pretrain.encoding"):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
@@ -75,7 +75,7 @@ def data_config(name: str):
     """The ``conf/data/<name>.yaml`` config, resolved (``$REGNER_DATA`` and relative roots included)."""
     from omegaconf import OmegaConf
 
-    from regner.cli import config_dir
+    from regner.config.paths import config_dir
 
     path = Path(config_dir()) / "data" / f"{name}.yaml"
     if not path.exists():

@@ -24,23 +24,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from regner import progress
-from regner.distributed import Distributed, env_rank
-from regner.interrupt import Interrupted, StopFlag
-from regner.optim import linear_schedule
 from regner.pretraining.corpus import Corpus, build_corpus, pack
-from regner.runio import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
-from regner.trainer import (
-    autocast_factory,
-    load_optimization_state,
-    optimization_state,
-    process_max_rss_mb,
-    resolve_device,
-    resume_command,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from regner.runs import progress
+from regner.runs.interrupt import Interrupted, StopFlag
+from regner.runs.io import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
+from regner.training.device import autocast_factory, process_max_rss_mb, resolve_device, seed_everything
+from regner.training.distributed import Distributed, env_rank
+from regner.training.optim import linear_schedule
+from regner.training.run import resume_command
+from regner.training.state import load_optimization_state, optimization_state, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +45,7 @@ def build_model(encoder_cfg: DictConfig, corpus: Corpus, max_length: int):
     ``encoder`` sizes with a character vocabulary built from the training corpus."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from regner.encoder import EncoderError, build_char_vocab, quiet_transformers, tiny_tokenizer
+    from regner.model.encoder import EncoderError, build_char_vocab, quiet_transformers, tiny_tokenizer
 
     if encoder_cfg.get("pretrained"):
         source = str(encoder_cfg.pretrained)
@@ -304,7 +296,7 @@ class MLMPretrainer:
                  "(was %.4f)", after["loss"], self.before["loss"], after["perplexity"], self.before["perplexity"],
                  after["accuracy"], self.before["accuracy"])
         if self.dist.is_main:
-            from regner.encoder import quiet_transformers
+            from regner.model.encoder import quiet_transformers
 
             with quiet_transformers():
                 self.model.save_pretrained(self.run_dir)
@@ -330,7 +322,7 @@ class MLMPretrainer:
         self.optimizer.zero_grad(set_to_none=True)
         value = float(loss)
         if not math.isfinite(value):
-            from regner.trainer import TrainingDiverged
+            from regner.training.trainer import TrainingDiverged
 
             raise TrainingDiverged(f"non-finite MLM loss at step {self.state.step + 1}; lower pretrain.lr or use "
                                    "pretrain.precision=fp32")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from regner.loss import multilabel_crossentropy, positive_rows
+from regner.model.loss import multilabel_crossentropy, positive_rows
 
 
 @dataclass

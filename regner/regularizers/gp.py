@@ -24,7 +24,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from regner.errors import ConfigError
-from regner.numerics import at_least_fp32
+from regner.model.numerics import at_least_fp32
 from regner.regularizers.base import Regularizer, TrainingStep
 
 

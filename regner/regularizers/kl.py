@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from regner.numerics import at_least_fp32, masked_fill_value
+from regner.model.numerics import at_least_fp32, masked_fill_value
 
 REDUCTIONS = ("mean", "sum")
 

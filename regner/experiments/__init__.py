@@ -1,0 +1,1 @@
+"""Comparing runs: reports, statistics and the benchmark."""

@@ -1,0 +1,1 @@
+"""Using a saved model: loading, evaluation, prediction, ONNX export, serving, CLUENER submission."""
