@@ -57,3 +57,53 @@ def test_backends_refuse_the_wrong_directory(trained_run, exported, tmp_path):
     assert default.returncode == 0 and "entities" in default.stdout  # the directory says it is an ONNX export
     bad = regner("export", f"ckpt={trained_run}", "opset=9", cwd=tmp_path)
     assert bad.returncode == 2 and "opset" in bad.stderr and not (trained_run / "onnx").exists()
+
+
+def snapshot(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_export_never_destroys_what_it_did_not_write(trained_run, exported, tmp_path):
+    """Refused: a directory of user files, the run directory itself (or its checkpoint/), an existing
+    file; each with exit 2, one paragraph, nothing deleted and no partial directory left behind."""
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("keep me")
+    afile = tmp_path / "model.onnx"
+    afile.write_text("not a directory")
+    before = snapshot(trained_run)
+    for target, expected in ((users, "not an earlier regner export"), (trained_run, "holds the checkpoint"),
+                             (trained_run / "checkpoint", "holds the checkpoint"), (afile, "existing file")):
+        result = regner("export", f"ckpt={trained_run}", f"output={target}", cwd=tmp_path)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert (users / "notes.txt").read_text() == "keep me" and afile.read_text() == "not a directory"
+    assert snapshot(trained_run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model.onnx"]  # no *.partial* left anywhere
+
+
+def test_export_replaces_only_an_earlier_export(trained_run, exported, tmp_path):
+    import shutil
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(exported, earlier)
+    assert (earlier / ".regner-export").is_file()
+    result = regner("export", f"ckpt={trained_run}", f"output={earlier}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((earlier / "regner_config.json").read_text())["backend"] == "onnx"
+    (earlier / "extra.txt").write_text("a user's file inside an export")  # no longer only what an export writes
+    again = regner("export", f"ckpt={trained_run}", f"output={earlier}", cwd=tmp_path)
+    assert again.returncode == 2 and (earlier / "extra.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]
+
+
+def test_a_failed_export_leaves_nothing_behind(trained_run, tmp_path, monkeypatch):
+    from regner.inference import export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the exporter failed")
+
+    monkeypatch.setattr(export, "_write", broken)
+    with pytest.raises(RuntimeError):
+        export.export_onnx(trained_run, tmp_path / "out", progress=False)
+    assert list(tmp_path.iterdir()) == []

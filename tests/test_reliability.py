@@ -158,6 +158,20 @@ def test_predict_bad_options_are_one_paragraph(tmp_path, finished_run, args, nee
     assert result.stdout == ""
 
 
+def test_predict_records_a_lone_surrogate_and_goes_on(tmp_path, finished_run):
+    """A JSON line whose text is a lone surrogate escape is valid JSON but no text: with on_error=record
+    it gets an error record naming the line, and the other lines are predicted (exit 0)."""
+    lines = '{"text": "张伟在北京。"}\n{"text": "\\ud800x"}\n李娜\n'
+    result = subprocess.run([sys.executable, "-m", "regner.cli", "predict", f"ckpt={finished_run}"], cwd=tmp_path,
+                            capture_output=True, input=lines.encode(), timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [sorted(r) for r in records] == [["entities", "text"], ["error", "line"], ["entities", "text"]]
+    assert records[1]["line"] == 2 and "unpaired surrogate" in records[1]["error"]
+    assert "1 of 3 input lines" in result.stderr.decode()
+
+
 def test_predict_help_and_version():
     help_text = regner("predict", "--help", cwd=Path.cwd())
     assert help_text.returncode == 0 and "on_error" in help_text.stdout and "batch_size" in help_text.stdout

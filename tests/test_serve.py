@@ -99,6 +99,8 @@ def test_concurrent_requests_answer_what_predict_writes_and_are_batched(server, 
     (json.dumps({"text": "字" * 301}).encode(), 413, "text is 301 characters; this server takes at most 300"),
     (json.dumps({"texts": ["a", "字" * 301]}).encode(), 413, "texts[1] is 301 characters"),
     (json.dumps({"texts": ["a"] * 9}).encode(), 413, "9 texts in one request; this server takes at most 8"),
+    (b'{"text": "\\ud800x"}', 422, "text holds an unpaired surrogate \\ud800 at character 1"),
+    (b'{"texts": ["a", "b\\udfff"]}', 422, "texts[1] holds an unpaired surrogate \\udfff at character 2"),
 ])
 def test_bad_requests_get_a_clear_4xx(server, body, status, says):
     got, answer = server.post(body)
@@ -150,3 +152,46 @@ def test_load_script_reports_every_cell_for_both_backends(trained_run, exported,
         requests_per_s, texts_per_s, p50, p99, calls = (float(x) for x in row[3:])
         assert requests_per_s > 0 and texts_per_s == pytest.approx(requests_per_s * int(row[1]), rel=0.01, abs=0.1)
         assert 0 < p50 <= p99 and 1 <= calls <= 4
+
+
+def test_a_request_with_a_bad_text_never_fails_the_others(server, dev_texts, predicted):
+    """Lone surrogates are valid JSON: each such request gets its own 422 naming the item, and every
+    valid request sent with them in the same instant still answers 200 with predict's entities."""
+    bad = [b'{"text": "\\ud800x"}', b'{"texts": ["ok", "\\udc00"]}'] * 10
+    good = [{"text": t} for t in dev_texts[:30]]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(server.post, [x for pair in zip(good, bad + bad) for x in pair]))
+    statuses = [status for status, _ in answers]
+    assert statuses[0::2] == [200] * 30 and statuses[1::2] == [422] * 30
+    for (_, body), expected in zip(answers[0::2], predicted[:30]):
+        assert_same(body, expected)
+
+
+def test_a_failing_batch_fails_only_its_failing_request():
+    """The batcher predicts a failed batch request by request: only the request whose text breaks
+    the model gets the error (the model here refuses the text "boom")."""
+    import asyncio
+
+    from regner.inference.serving import Batcher
+
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        if "boom" in texts:
+            raise ValueError("the tokenizer refused a text")
+        return [[{"text": t}] for t in texts]
+
+    async def scenario():
+        batcher = Batcher(predict, max_batch=16, max_wait_s=0.05)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(texts) for texts in (["a"], ["boom"], ["b", "c"])),
+                                        return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    first, broken, last = asyncio.run(scenario())
+    assert first == [[{"text": "a"}]] and last == [[{"text": "b"}], [{"text": "c"}]]
+    assert isinstance(broken, ValueError)
+    assert calls[0] == ["a", "boom", "b", "c"] and ["a"] in calls[1:] and ["b", "c"] in calls[1:]

@@ -13,17 +13,20 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from regner.errors import UserError
 from regner.inference.onnx import ONNX_FILE
 from regner.model.span_model import MODEL_CONFIG
 
 log = logging.getLogger(__name__)
 
 
+EXPORT_MARKER = ".regner-export"  # in every export: the directories regner export may replace
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -40,7 +43,9 @@ class _Scores(torch.nn.Module):
 
 def export_onnx(ckpt: str | Path, output: str | Path, opset: int = 17, progress: bool = True) -> Path:
     """Export the checkpoint of ``ckpt`` (a run or checkpoint directory) to ``output``; returns the
-    path of ``model.onnx``. The directory is written under a temporary name and renamed when complete."""
+    path of ``model.onnx``. The export is written into a temporary sibling of ``output`` and renamed
+    when complete (a failure leaves nothing behind); ``output`` may be new, empty or an earlier export,
+    never a file, a run or checkpoint directory, or a directory of other files (:func:`check_export_target`)."""
     from regner.runs.progress import step
 
     with step("exporting to ONNX", 4, progress) as bar:
@@ -52,6 +57,7 @@ def _export(ckpt: str | Path, output: Path, opset: int, bar) -> Path:
     from regner.model.span_model import SpanModel
 
     source = checkpoint_dir(ckpt)
+    check_export_target(output, source)  # before any work: a refused export touches nothing
     bar.info("loading the checkpoint")
     model, tokenizer, config = SpanModel.from_pretrained(source)
     model.eval()
@@ -62,9 +68,19 @@ def _export(ckpt: str | Path, output: Path, opset: int, bar) -> Path:
         model.encoder.set_attn_implementation("eager")
     else:
         model.encoder.config._attn_implementation = "eager"
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        _write(model, tokenizer, config, source, partial, opset, bar)
+        _replace(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # a failed export leaves nothing behind
+    log.info("exported %s to %s (opset %d)", source, output / ONNX_FILE, opset)
+    return output / ONNX_FILE
+
+
+def _write(model, tokenizer, config: dict, source: Path, partial: Path, opset: int, bar) -> None:
+    """Trace, save and check the ONNX graph, and copy the tokenizer and label map, into ``partial``."""
     ids = torch.tensor([[tokenizer.cls_token_id or 1, 5, 6, 7, tokenizer.sep_token_id or 2]] * 2)
     mask = torch.ones_like(ids)
     mask[1, -1] = 0
@@ -91,8 +107,50 @@ def _export(ckpt: str | Path, output: Path, opset: int, bar) -> Path:
     exported = {**config, "backend": "onnx", "onnx": {"file": ONNX_FILE, "opset": opset,
                                                       "exported_from": str(source.resolve())}}
     (partial / MODEL_CONFIG).write_text(json.dumps(exported, ensure_ascii=False, indent=2), encoding="utf-8")
-    if output.exists():
-        shutil.rmtree(output)
+    (partial / EXPORT_MARKER).write_text("written by regner export; regner export may replace this directory\n")
+
+
+def _replace(partial: Path, output: Path) -> None:
+    """Put the complete export in place: an earlier export at ``output`` is moved aside first and
+    removed only once the new one is there."""
+    if not output.exists():
+        partial.rename(output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    old.rmdir()
+    output.rename(old)
     partial.rename(output)
-    log.info("exported %s to %s (opset %d)", source, output / ONNX_FILE, opset)
-    return output / ONNX_FILE
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def is_export(directory: Path) -> bool:
+    """Whether ``directory`` is an earlier ``regner export`` (its marker, or the ONNX label map an
+    export before the marker wrote), and holds nothing else than what an export writes."""
+    config = directory / MODEL_CONFIG
+    if not (directory / EXPORT_MARKER).is_file():
+        try:
+            if json.loads(config.read_text(encoding="utf-8")).get("backend") != "onnx":
+                return False
+        except (OSError, ValueError, AttributeError):
+            return False
+    written = {ONNX_FILE, ONNX_FILE + ".data", MODEL_CONFIG, EXPORT_MARKER, *TOKENIZER_FILES}
+    return all(entry.name in written and entry.is_file() for entry in directory.iterdir())
+
+
+def check_export_target(output: Path, source: Path) -> None:
+    """Refuse an ``output`` whose replacement would destroy something: an existing file, a directory
+    holding the model being exported (a run or checkpoint directory, or one above it), or a non-empty
+    directory that is not an earlier ``regner export``."""
+    output, source = Path(output), Path(source)
+    hint = "choose a new directory, e.g. output=<run dir>/onnx (the default)"
+    if output.is_file() or (output.exists() and not output.is_dir()):
+        raise UserError(f"output={output} is an existing file, not a directory: {hint}")
+    resolved, inside = output.resolve(), source.resolve()
+    if resolved == inside or resolved in inside.parents:
+        raise UserError(f"output={output} holds the checkpoint being exported ({source}); an export never replaces "
+                        f"a run or checkpoint directory: {hint}")
+    if output.is_dir() and any(output.iterdir()) and not is_export(output):
+        kind = "a regner run directory" if (output / "status.json").exists() or (output / "checkpoint").is_dir() \
+            else "a directory that is not an earlier regner export"
+        raise UserError(f"output={output} is {kind} and is not empty; regner export replaces only its own earlier "
+                        f"exports (marked by {EXPORT_MARKER}): {hint}")

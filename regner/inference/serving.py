@@ -47,6 +47,12 @@ class PredictRequest(BaseModel):
             raise ValueError('give exactly one of "text" (a string) or "texts" (a list of strings)')
         if self.texts is not None and not self.texts:
             raise ValueError('"texts" is empty: give at least one text')
+        from regner.inference.texts import text_problem
+
+        for index, text in enumerate([self.text] if self.text is not None else self.texts):
+            problem = text_problem(text)
+            if problem:
+                raise ValueError(f"{'text' if self.text is not None else f'texts[{index}]'} {problem}")
         return self
 
 
@@ -111,11 +117,14 @@ class Batcher:
                 continue
             try:
                 results = await loop.run_in_executor(self.executor, self.predict, texts)
-            except Exception as err:  # noqa: BLE001 - every waiting request gets the error, the server lives on
-                log.exception("prediction failed for a batch of %d texts", len(texts))
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(err)
+            except Exception as err:  # noqa: BLE001 - the server lives on; only the failing requests fail
+                if len(items) == 1:
+                    log.exception("prediction failed for a request of %d texts", len(texts))
+                    if not items[0][1].done():
+                        items[0][1].set_exception(err)
+                    continue
+                log.warning("a batch of %d requests failed (%s); predicting each on its own", len(items), err)
+                await self._one_by_one(items)
                 continue
             self.stats["requests"] += len(items)
             self.stats["texts"] += len(texts)
@@ -126,6 +135,23 @@ class Batcher:
                 if not future.done():
                     future.set_result(results[offset : offset + len(request)])
                 offset += len(request)
+
+    async def _one_by_one(self, items) -> None:
+        """After a failed batch: each request predicted alone; a failing one gets its own error."""
+        loop = asyncio.get_running_loop()
+        for texts, future in items:
+            try:
+                result = await loop.run_in_executor(self.executor, self.predict, texts)
+            except Exception as err:  # noqa: BLE001
+                log.exception("prediction failed for a request of %d texts", len(texts))
+                if not future.done():
+                    future.set_exception(err)
+                continue
+            self.stats["requests"] += 1
+            self.stats["texts"] += len(texts)
+            self.stats["batches"] += 1
+            if not future.done():
+                future.set_result(result)
 
 
 def _paragraph(errors: list[dict[str, Any]]) -> str:

@@ -21,7 +21,8 @@ class InputLine:
 
 def read_texts(raw_lines: Iterable[bytes], source: str) -> Iterator[InputLine]:
     """Plain text (one per line) or JSONL with a ``text`` field; blank lines stay as empty texts.
-    A line that is not UTF-8, malformed JSON or a JSON object without a string ``text`` becomes an
+    A line that is not UTF-8, malformed JSON, a JSON object without a string ``text``, or a ``text``
+    that is not Unicode (an unpaired surrogate escape) becomes an
     :class:`InputLine` with an ``error`` naming the problem, so it never costs the other lines."""
     for number, raw in enumerate(raw_lines, start=1):
         raw = raw.rstrip(b"\r\n")
@@ -44,4 +45,19 @@ def read_texts(raw_lines: Iterable[bytes], source: str) -> Iterator[InputLine]:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             yield InputLine(number, None, f'{source}:{number}: a JSON line needs a string "text" field')
             continue
+        problem = text_problem(record["text"])
+        if problem:
+            yield InputLine(number, None, f'{source}:{number}: "text" {problem}')
+            continue
         yield InputLine(number, record["text"], id=record.get("id"))
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be tokenised, or None. JSON can spell what UTF-8 cannot hold: a lone
+    surrogate escape (``"\\ud800"``) decodes to a string no tokenizer accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"holds an unpaired surrogate \\u{ord(text[err.start]):04x} at character {err.start + 1} (not "
+                "Unicode text; encode the character itself, or a valid surrogate pair)")
+    return None
