@@ -43,7 +43,7 @@ def run(argv: list[str]) -> None:
         from regner.inference.texts import read_texts
         from regner.training.device import resolve_device
 
-        loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"]), options["backend"])
+        loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"], "device"), options["backend"])
         source = options["input"]
         if source == "-":
             lines = list(read_texts(sys.stdin.buffer, "<stdin>"))

@@ -27,12 +27,13 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
+    """The device ``name`` (auto, cpu, mps, cuda, cuda:N); ``key`` is how the user set it (named in the error)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"trainer.device={name} but CUDA is not available here; use trainer.device=cpu or auto")
+        raise DeviceError(f"{key}={name} but CUDA is not available here; use {key}=cpu or auto")
     return device
 
 
