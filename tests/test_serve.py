@@ -195,3 +195,19 @@ def test_a_failing_batch_fails_only_its_failing_request():
     assert first == [[{"text": "a"}]] and last == [[{"text": "b"}], [{"text": "c"}]]
     assert isinstance(broken, ValueError)
     assert calls[0] == ["a", "boom", "b", "c"] and ["a"] in calls[1:] and ["b", "c"] in calls[1:]
+
+
+def test_hostile_load_script_checks_its_promises(trained_run, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "load.md"
+    result = subprocess.run([sys.executable, "scripts/serve_load_test.py", "--ckpt", str(trained_run), "--clients", "8",
+                             "--seconds", "3", "--serve-args", "max_length=300 max_texts=8", "--out", str(out)],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                            env={**cli_env(), "PATH": os.environ["PATH"]})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert set(summary["statuses"]) <= {"valid", "invalid", "maximal"} and summary["requests"] > 0
+    assert not any(summary["broken"].values()) and summary["rss_mb"]["max"] > 0
+    assert all(400 <= int(s) < 500 for s in summary["statuses"].get("invalid", {}))

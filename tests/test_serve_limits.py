@@ -54,6 +54,8 @@ class InProcessServer:
         while not self.server.started:
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.02)
+        assert len(self.model.calls) == 1  # the warm-up call at start
+        self.model.calls.clear()
 
     def request(self, method="POST", path="/predict", body=None, headers=None, timeout=30):
         """(status, JSON answer, headers)."""
@@ -227,3 +229,27 @@ def test_docs_only_when_asked(serve):
     connection.request("GET", "/docs")
     assert connection.getresponse().status == 200
     connection.close()
+
+
+def test_a_request_that_cannot_meet_its_deadline_is_refused_at_once():
+    """Admission by the work ahead: with 100 characters/s measured and 10 s of work queued, a
+    request with a 5 s deadline gets QueueFull (503) at once instead of a 504 after 5 s."""
+    import asyncio
+
+    from regner.inference.serving import Batcher, QueueFull
+    from regner.inference.serving.batcher import cost
+
+    async def scenario():
+        batcher = Batcher(lambda texts: [[] for _ in texts], max_batch=4, max_wait_s=0, deadline_s=5)
+        batcher.rate, batcher.queued_chars = 100.0, 1000
+        with pytest.raises(QueueFull, match=r"about 10 s of work is ahead of this request, more than its 5 s"):
+            await batcher.submit(["甲乙"])
+        batcher.queued_chars = 300  # 3 s ahead + this request: admitted
+        batcher.start()
+        try:
+            return await asyncio.wait_for(batcher.submit(["甲乙"]), 5)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == [[]]
+    assert cost(["甲乙", ""]) == 4

@@ -53,13 +53,13 @@ def export_onnx(ckpt: str | Path, output: str | Path, opset: int = 17, progress:
 
 
 def _export(ckpt: str | Path, output: Path, opset: int, bar) -> Path:
-    from regner.inference.checkpoint import checkpoint_dir
+    from regner.inference.checkpoint import checkpoint_dir, load_checked
     from regner.model.span_model import SpanModel
 
     source = checkpoint_dir(ckpt)
     check_export_target(output, source)  # before any work: a refused export touches nothing
     bar.info("loading the checkpoint")
-    model, tokenizer, config = SpanModel.from_pretrained(source)
+    model, tokenizer, config = load_checked(source, lambda: SpanModel.from_pretrained(source))
     model.eval()
     bar.advance()
     bar.info("tracing (torch.export)")

@@ -5,7 +5,6 @@ Both go through the same windows and merging as training, so long texts behave i
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import torch
 
 from regner.data.errors import DataError
 from regner.data.types import Example
-from regner.inference.checkpoint import checkpoint_dir
+from regner.inference.checkpoint import checkpoint_dir, json_file, load_checked
 from regner.model.span_model import MODEL_CONFIG, SpanModel
 
 log = logging.getLogger(__name__)
@@ -35,21 +34,22 @@ class LoadedModel:
         """``backend``: torch (a checkpoint) or onnx (a ``regner export`` directory); None = what the
         directory holds. ``threads``: onnxruntime's intra-op threads (torch's are process-wide)."""
         directory = checkpoint_dir(path)
-        config = json.loads((directory / MODEL_CONFIG).read_text(encoding="utf-8"))
+        config = json_file(directory, MODEL_CONFIG)
         backend = backend or config.get("backend", "torch")
         if backend == "onnx":
             from transformers import AutoTokenizer
 
             from regner.inference.onnx import ONNX_FILE, OnnxSpanModel
 
-            if not (directory / ONNX_FILE).exists():
+            if config.get("backend") != "onnx" and not (directory / ONNX_FILE).exists():
                 raise DataError(f"backend=onnx needs an exported model: no {ONNX_FILE} here; run regner export "
                                 f"ckpt={path} first", str(directory))
-            return cls(OnnxSpanModel(directory, config["labels"], threads), AutoTokenizer.from_pretrained(str(directory)),
-                       config, torch.device("cpu"))
+            return load_checked(directory, lambda: cls(OnnxSpanModel(directory, config["labels"], threads),
+                                                       AutoTokenizer.from_pretrained(str(directory)), config,
+                                                       torch.device("cpu")))
         if config.get("backend") == "onnx":
             raise DataError("this is an ONNX export (no PyTorch weights): use backend=onnx", str(directory))
-        model, tokenizer, config = SpanModel.from_pretrained(directory)
+        model, tokenizer, config = load_checked(directory, lambda: SpanModel.from_pretrained(directory))
         device = torch.device(device)
         return cls(model.to(device).eval(), tokenizer, config, device)
 

@@ -89,8 +89,9 @@ def create_app(loaded, settings, source: str = "", state: ServerState | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app):
         batcher = app.state.batcher = Batcher(predict, settings.max_batch, settings.max_wait_ms / 1000,
-                                              settings.max_queue)
+                                              settings.max_queue, settings.timeout_s)
         batcher.start()
+        await batcher.warm_up(["张伟在北京。"])
         try:
             yield
         finally:

@@ -2,7 +2,8 @@
 
 In order: 503 while the server shuts down (``Retry-After``), 401 without the bearer token (where one
 is set; ``/health`` stays open for probes), 413 for a body over the limit (by its ``Content-Length``,
-or counted while it streams in, never read further than the limit), 415 for a POST whose
+or counted while it streams in; a refused body of up to 64 MiB is read away unparsed, so the client
+gets the answer instead of a reset connection), 415 for a POST whose
 ``Content-Type`` is not JSON, 400 for a body that is not UTF-8. The body, once read, is replayed to
 the app; later reads pass through, so the app still sees the client disconnect.
 """
@@ -14,6 +15,7 @@ import json
 from typing import Any
 
 OPEN_PATHS = ("/health",)
+DRAIN_BYTES = 64 * 2**20  # a refused body up to this size is read (and dropped) before the answer; larger: closed
 
 
 class Guard:
@@ -27,6 +29,9 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         refusal = self._refusal(scope, headers)
         if refusal is not None:
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) <= DRAIN_BYTES:  # read it away first: closing on an unread
+                await _discard(receive)  # body resets the connection, and the client may never see the answer
             await respond(send, *refusal)
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -85,6 +90,13 @@ class Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks), None
+
+
+async def _discard(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
 
 
 async def respond(send, status: int, error: str, headers: dict[str, str] | None = None) -> None:
