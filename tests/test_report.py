@@ -200,3 +200,53 @@ def test_a_row_is_judged_on_dev_everywhere_when_its_baseline_has_no_test(tmp_pat
     (fgm,) = [r for r in summarize(group_runs(collect_runs([tmp_path]))) if r["regularizer"] == "fgm"]
     assert fgm["judged_on"] == "dev" and fgm["delta_vs_none"] == pytest.approx(0.10)
     assert fgm["f1_all_seeds_mean"] == pytest.approx(0.715)
+
+
+def report_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "regner.cli", "report", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda d: (d / "metrics.json").write_text('{"run": {"regularizer"'), "metrics.json: not valid JSON"),
+    (lambda d: (d / "status.json").write_text(""), "status.json: empty"),
+    (lambda d: (d / "metrics.json").write_text("[1, 2]"), "metrics.json: a JSON list, not an object"),
+    (lambda d: (d / "metrics.json").write_text(json.dumps(
+        {**json.loads((d / "metrics.json").read_text()), "dev": {"f1": "0.9"}})), "dev.f1 is '0.9', not an F1 score"),
+    (lambda d: (d / "metrics.json").write_text(json.dumps(
+        {**json.loads((d / "metrics.json").read_text()), "dev": {"f1": float("nan")}})), "dev.f1 is nan"),
+    (lambda d: (d / "status.json").write_bytes(b"\xff\xfe"), "status.json: cannot be read"),
+])
+def test_an_unreadable_run_is_skipped_and_named_and_the_rest_reported(sweep, tmp_path, damage, reason):
+    """One damaged run never costs the report (it aborted with a traceback naming no file); NaN F1 is
+    unreadable, not collapsed."""
+    victim = sweep / "s1" / "0"  # a none run: the others still make the report
+    damage(victim)
+    out = tmp_path / "out"
+    result = report_cli(sweep, "-o", out, "--no-plots", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"skipped {victim}" in result.stderr and reason in result.stderr and "Traceback" not in result.stderr
+    text = (out / "report.md").read_text()
+    assert "## Unreadable runs (skipped)" in text and reason.split(": ", 1)[-1] in text
+    assert rows_by(summarize(group_runs(collect_runs([sweep], unreadable=[]))), "none")["n"] == 2
+    assert f"wrote {out / 'report.md'}" in result.stderr
+
+
+def test_report_refuses_files_and_never_counts_a_run_twice(sweep, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    for args, says in (([afile], "is a file"), ([sweep, "-o", afile], "is an existing file"),
+                       ([tmp_path / "missing"], "no such directory")):
+        result = report_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert afile.read_text() == "x"
+    once = collect_runs([sweep])
+    assert len(collect_runs([sweep, sweep, sweep / "s1"])) == len(once) == 10
+
+
+def test_an_empty_directory_writes_no_report(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = report_cli(empty, cwd=tmp_path)
+    assert result.returncode == 1 and "nothing written" in result.stderr
+    assert list(empty.iterdir()) == []

@@ -27,12 +27,19 @@ def run(argv: list[str]) -> None:
 
     directories = options["_args"]
     try:
+        details: dict = {}
         text, rows = build_report(directories, options["out"], options["title"], options["preamble"],
-                                  plots=options["plots"])
+                                  plots=options["plots"], details=details)
     except FileNotFoundError as err:
         print(f"regner report: {err}", file=sys.stderr)
         sys.exit(2)
+    unreadable, out = details.get("unreadable", []), details.get("out")
+    for err in unreadable:
+        print(f"regner report: warning: skipped {err.path}: {err.reason}", file=sys.stderr)
     if not rows:
-        print(f"regner report: no runs found under {' '.join(directories)}", file=sys.stderr)
+        print(f"regner report: no readable runs under {' '.join(directories)}; nothing written", file=sys.stderr)
         sys.exit(1)
     print(text)
+    print(f"regner report: {len(rows)} rows from {sum(r['runs'] for r in rows)} runs"
+          f"{f' ({len(unreadable)} unreadable runs skipped)' if unreadable else ''}; wrote {out / 'report.md'}, "
+          f"{out / 'report.csv'}" + (" and the plots" if options["plots"] else ""), file=sys.stderr)

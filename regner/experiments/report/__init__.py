@@ -25,37 +25,54 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from regner.errors import UserError
 from regner.experiments.report.grouping import group_runs
 from regner.experiments.report.plots import plot
-from regner.experiments.report.records import COLLAPSE_F1, collect_runs
+from regner.experiments.report.records import COLLAPSE_F1, Unreadable, collect_runs
 from regner.experiments.report.summary import summarize
 from regner.experiments.report.tables import csv_text, markdown_report
 
 
 def build_report(directories: list[str | Path], out_dir: str | Path | None = None, title: str = "regner report",
-                 preamble: str = "", plots: bool = True) -> tuple[str, list[dict[str, Any]]]:
+                 preamble: str = "", plots: bool = True, details: dict[str, Any] | None = None,
+                 ) -> tuple[str, list[dict[str, Any]]]:
     """Collect, aggregate and write ``report.md``, ``report.csv`` and the PNGs into ``out_dir``
     (default: the first directory; for an archive ``runs.jsonl.gz``, ``runs-report/`` beside it). A
-    directory may be an archive of runs, or hold one (:mod:`regner.runs.archive`)."""
+    directory may be an archive of runs, or hold one (:mod:`regner.runs.archive`). Runs with a damaged
+    file are skipped and listed; with no readable run nothing is written and ``("", [])`` is returned.
+    ``details``, if given, receives ``out`` (where the files went) and ``unreadable`` (the skipped runs)."""
     import contextlib
 
     from regner.runs.archive import expanded
     from regner.runs.io import atomic_write_text
 
+    first = Path(directories[0]) if directories else None
+    out = Path(out_dir) if out_dir is not None else first.with_name("runs-report") if first and first.is_file() \
+        else first
+    for directory in directories:
+        path = Path(directory)
+        if not path.exists():
+            raise FileNotFoundError(f"{directory}: no such directory")
+        if path.is_file() and not path.name.endswith(".jsonl.gz"):
+            raise UserError(f"{directory} is a file: give a directory of runs (or a runs.jsonl.gz archive)")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"-o {out} is an existing file: the report is a directory (report.md, report.csv, plots)")
     skipped: list[Path] = []
+    unreadable: list[Unreadable] = []
     with contextlib.ExitStack() as stack:
-        for directory in directories:
-            if not Path(directory).exists():
-                raise FileNotFoundError(f"{directory}: no such directory")
         roots = [stack.enter_context(expanded(d)) for d in directories]
-        records = collect_runs(roots, skipped)
+        records = collect_runs(roots, skipped, unreadable)
+    if details is not None:
+        details.update(out=out, unreadable=unreadable)
+    if not records:  # nothing to report: write nothing that looks like a report
+        return "", []
     rows = summarize(group_runs(records))
     text = markdown_report(rows, records, title, preamble)
     if skipped:
         text += (f"\nSkipped {len(skipped)} director{'y' if len(skipped) == 1 else 'ies'} with a status.json that "
                  "are not training runs (regner evaluate outputs, or runs that failed before reading their config).\n")
-    first = Path(directories[0])  # an archive's report goes beside it, never over the files next to it
-    out = Path(out_dir) if out_dir is not None else first.with_name("runs-report") if first.is_file() else first
+    if unreadable:
+        text += ("\n## Unreadable runs (skipped)\n\n" + "".join(f"- `{err.path}`: {err.reason}\n" for err in unreadable))
     out.mkdir(parents=True, exist_ok=True)
     if plots and rows:
         notes: list[str] = []

@@ -112,11 +112,45 @@ def _minimal_config(run: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+class Unreadable(ValueError):
+    """A run file that cannot be read as what regner writes: the report skips the run and lists it."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise Unreadable(path, f"cannot be read ({type(err).__name__}: {err})") from None
+    except json.JSONDecodeError as err:
+        raise Unreadable(path, "empty" if not path.stat().st_size else f"not valid JSON ({err.msg} at line "
+                               f"{err.lineno})") from None
+    if not isinstance(value, dict):
+        raise Unreadable(path, f"a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _score(metrics: dict[str, Any], split: str, path: Path) -> float:
+    """metrics[split]["f1"] as a finite number in [0, 1], or Unreadable."""
+    section = metrics.get(split)
+    value = section.get("f1") if isinstance(section, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise Unreadable(path, f"{split}.f1 is {value!r}, not an F1 score in [0, 1]")
+    return float(value)
+
+
 def _record(run_dir: Path) -> RunRecord | None:
-    status = json.loads((run_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    """The run in ``run_dir``; None when it is not a training run; Unreadable when a file is damaged."""
+    status = _json_object(run_dir / STATUS_FILE)
     metrics_path = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else None
+    metrics = _json_object(metrics_path) if metrics_path.exists() else None
     run = (metrics or {}).get("run") or status.get("run")
+    if run is not None and not isinstance(run, dict):
+        raise Unreadable(metrics_path if metrics and metrics.get("run") else run_dir / STATUS_FILE,
+                         '"run" is not an object')
     if not run or "regularizer" not in run or (metrics or {}).get("kind") == "evaluation":
         return None  # failed before its config was read, or not a training run (e.g. regner evaluate)
     state = status.get("status", "unknown")
@@ -136,8 +170,8 @@ def _record(run_dir: Path) -> RunRecord | None:
                        run.get("regularizer_config", {}), run.get("seed"), state, status.get("reason", ""),
                        run.get("alpha"), config)
     if metrics:
-        record.dev_f1 = float(metrics["dev"]["f1"])
-        record.test_f1 = float(metrics["test"]["f1"]) if metrics.get("test") else math.nan
+        record.dev_f1 = _score(metrics, "dev", metrics_path)
+        record.test_f1 = _score(metrics, "test", metrics_path) if metrics.get("test") else math.nan
         train = metrics.get("train", {})
         record.sec_per_step = 1 / train["steps_per_s"] if train.get("steps_per_s") else math.nan
         if str(train.get("device", "")).startswith("cuda") and train.get("peak_memory_mb") is not None:
@@ -154,16 +188,27 @@ def dataset_label(name: str, config: dict[str, Any]) -> str:
     return f"{name} ({', '.join(files)})" if files else name
 
 
-def collect_runs(directories: list[str | Path], skipped: list[Path] | None = None) -> list[RunRecord]:
-    """Every training run under ``directories``; other directories with a status.json (``regner
-    evaluate`` outputs, runs that failed before reading their config) go to ``skipped``."""
-    records = []
+def collect_runs(directories: list[str | Path], skipped: list[Path] | None = None,
+                 unreadable: list[Unreadable] | None = None) -> list[RunRecord]:
+    """Every training run under ``directories`` (each run once, however often or nested its directory
+    is given); other directories with a status.json (``regner evaluate`` outputs, runs that failed
+    before reading their config) go to ``skipped``, runs with a damaged file to ``unreadable``."""
+    records, seen = [], set()
     for directory in directories:
         directory = Path(directory)
         if not directory.exists():
             raise FileNotFoundError(f"{directory}: no such directory")
         for status_file in sorted(directory.rglob(STATUS_FILE)):
-            record = _record(status_file.parent)
+            if status_file.parent.resolve() in seen:
+                continue
+            seen.add(status_file.parent.resolve())
+            try:
+                record = _record(status_file.parent)
+            except Unreadable as err:
+                if unreadable is None:
+                    raise
+                unreadable.append(err)
+                continue
             if record is not None:
                 records.append(record)
             elif skipped is not None:
