@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,11 +60,12 @@ def integer(key: str, low: int, high: int | None = None, optional: bool = False)
 def number(key: str, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False,
            optional: bool = False) -> Rule:
     left, right = "(" if low_open else "[", ")" if high_open else "]"
-    span = (f"a number > {low:g}" if high is None and low_open else f"a number ≥ {low:g}" if high is None
-            else f"a number in {left}{low:g}, {high:g}{right}")
+    span = ("a finite number" if high is None and low == float("-inf") else
+            f"a number > {low:g} (finite)" if high is None and low_open else f"a number ≥ {low:g} (finite)"
+            if high is None else f"a number in {left}{low:g}, {high:g}{right}")
 
     def ok(v: Any) -> bool:
-        if not _is_number(v) or v != v:
+        if not _is_number(v) or not math.isfinite(v):  # NaN and ±inf never mean a strength, a rate or a size
             return False
         above = v > low if low_open else v >= low
         below = high is None or (v < high if high_open else v <= high)

@@ -63,7 +63,10 @@ def _checked_entity(
     text: str, start, end, type_, mention, path: Path, number: int
 ) -> Entity:
     """Validate one exclusive-end span against its text; ``mention`` may be None."""
-    if not isinstance(start, int) or not isinstance(end, int):
+    if not isinstance(type_, str) or not type_.strip():
+        raise DataError(f"span [{start}, {end}] has entity type {type_!r}: a type is a non-empty string", str(path),
+                        number)
+    if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
         raise DataError(f"span [{start}, {end}] of type {type_!r} has non-integer offsets", str(path), number)
     if not (0 <= start < end <= len(text)):
         raise DataError(
@@ -110,7 +113,7 @@ def read_cluener(path: str | Path, end_inclusive: bool = True, encoding: str = "
                     if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                         raise DataError(f"offsets of {mention!r} must be [start, end] pairs", str(path), number)
                     start, end = pair
-                    end = end + 1 if end_inclusive and isinstance(end, int) else end
+                    end = end + 1 if end_inclusive and isinstance(end, int) and not isinstance(end, bool) else end
                     yield _checked_entity(text, start, end, type_, mention, path, number)
 
     return _read_json_lines(path, entities_of, encoding)
@@ -126,7 +129,7 @@ def read_jsonl(path: str | Path, end_inclusive: bool = False, encoding: str = "u
         for item in raw:
             if not isinstance(item, dict) or not {"start", "end", "type"} <= item.keys():
                 raise DataError('each entity needs "start", "end" and "type"', str(path), number)
-            end = item["end"] + 1 if end_inclusive and isinstance(item["end"], int) else item["end"]
+            end = item["end"] + 1 if end_inclusive and type(item["end"]) is int else item["end"]
             yield _checked_entity(text, item["start"], end, item["type"], item.get("text"), path, number)
 
     return _read_json_lines(path, entities_of, encoding)
