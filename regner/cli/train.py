@@ -80,7 +80,12 @@ def resume_overrides(argv: list[str]) -> list[str]:
     """Check a resume before Hydra starts (a refused resume leaves its target untouched), then run it
     in the original run directory instead of a new one. A new run in a directory named with
     ``hydra.run.dir`` is checked the same way."""
-    from regner.runs.directory import check_resumable, holds_a_run, latest_unfinished_run, lock_holder
+    from regner.runs.directory import (
+        check_resumable,
+        holds_a_run,
+        latest_unfinished_run,
+        lock_holder,
+    )
     from regner.training.distributed import env_rank
 
     # Data-parallel ranks > 0 check nothing: rank 0 owns (and locks) the run directory, and they write

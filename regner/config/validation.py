@@ -105,7 +105,7 @@ def optimization_rules(section: str) -> list[Rule]:
 
 
 RULES: list[Rule] = [
-    integer("seed", 0),
+    integer("seed", 0, 2**32 - 1),  # numpy and CUDA seed with 32 bits
     number("alpha", 0.0),
     # trainer
     integer("trainer.max_epochs", 1),

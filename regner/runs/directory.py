@@ -188,3 +188,17 @@ def claim_new_run_dir(run_dir: Path, explicit: bool, skip_completed: bool = Fals
                 f"another. Choose another directory, or continue that run with: regner train resume={candidate.resolve()}")
         lock.release()
     raise RunDirError(f"no free run directory next to {base}")
+
+
+def check_creatable(run_dir: Path, key: str = "hydra.run.dir") -> None:
+    """Refuse a run directory that cannot become one: it (or a parent) is a file, or the nearest
+    existing parent is not writable. Checked before Hydra creates it (Hydra's own error is a traceback)."""
+    run_dir = Path(run_dir).expanduser()
+    for path in (run_dir, *run_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"{key}={run_dir} cannot be a run directory: {path} is a file. Choose another directory")
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise RunDirError(f"{key}={run_dir} cannot be created: {path} is not writable by this user. Choose "
+                                  "another directory")
+            return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from regner.errors import UserError
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.json"
@@ -79,3 +82,20 @@ class History:
         self.rows.append(_jsonable(row))
         if self.enabled:
             atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows))
+
+
+# Errors of the storage, not of regner or the user's input: a full disk, a quota, a read-only or vanished mount.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+class StorageError(UserError):
+    """A run could not write its files (disk full, quota, read-only); what it saved before is intact."""
+
+
+def storage_error(err: BaseException, run_dir: Path, resume: str) -> StorageError | None:
+    """The :class:`StorageError` for ``err`` if it is a storage failure, else None."""
+    if not isinstance(err, OSError) or err.errno not in STORAGE_ERRNOS:
+        return None
+    target = f" {err.filename}" if err.filename else ""
+    return StorageError(f"cannot write{target}: {err.strerror or err}. The run stopped; every file it saved before "
+                        f"is intact (written atomically), so once there is space, continue it with: {resume}")

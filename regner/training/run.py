@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from regner.runs.interrupt import Interrupted, StopFlag
-from regner.runs.io import METRICS_FILE, atomic_write_json, write_status
+from regner.runs.io import METRICS_FILE, atomic_write_json, storage_error, write_status
 from regner.training.distributed import env_rank
 from regner.training.summary import run_metadata
 from regner.training.trainer import Trainer, TrainingDiverged
@@ -38,8 +38,14 @@ def run_training(cfg: DictConfig, run_dir: str | Path, base_dir: str | Path | No
         status("interrupted", str(err), run=run, resume_command=resume_command(run_dir, "train"), step=err.step)
         raise
     except BaseException as err:
-        status("failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
-               diverged=isinstance(err, TrainingDiverged))
+        storage = storage_error(err, run_dir, resume_command(run_dir, "train"))
+        try:
+            status("failed", f"{type(err).__name__}: {err}", run=locals().get("run"),
+                   diverged=isinstance(err, TrainingDiverged), storage=storage is not None)
+        except OSError as status_err:  # a full disk may refuse status.json too; the saved state is what counts
+            log.error("could not record the failure in %s: %s", run_dir / "status.json", status_err)
+        if storage is not None:
+            raise storage from err
         raise
     if main:
         atomic_write_json(run_dir / METRICS_FILE, metrics)

@@ -118,7 +118,7 @@ class Trainer:
         self.callbacks = build_callbacks(tcfg)
         self.callbacks.on_train_start(self)
         if self.dist.enabled:  # same init and data order on every rank, but each its own dropout/noise/VAT draws
-            seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
+            seed_everything((cfg.seed + RANK_SEED_STRIDE * self.dist.rank) % 2**32)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
