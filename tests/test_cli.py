@@ -74,10 +74,12 @@ def test_bad_input_fails_cleanly_without_metrics(tmp_path):
     assert not (run_dir / "metrics.json").exists()
 
 
-def test_unknown_group_option_is_hydras_error(tmp_path):
+def test_unknown_group_option_names_the_choices(tmp_path):
+    """Hydra's own 'Could not find regularizer/nope' exited 1; regner checks first (issue #29)."""
     result = regner("train", "regularizer=nope", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'regularizer/nope'" in result.stderr
+    assert result.returncode == 2
+    assert "regularizer='nope' is not valid: expected one of awp, fgm" in result.stderr and "Did you mean none" in \
+        result.stderr
 
 
 def demo_dev(run_dir):

@@ -56,3 +56,47 @@ def test_cluener_boolean_offsets_are_refused(tmp_path):
     path.write_text(json.dumps({"text": "张三在北京", "label": {"name": {"张三": [[False, True]]}}}, ensure_ascii=False))
     with pytest.raises(DataError, match="train.json:1: .*non-integer offsets"):
         read_cluener(path)
+
+
+@pytest.mark.parametrize("cores,load,expected", [(2, 0.1, 2), (2, 1.2, 1), (2, 7.0, 1), (8, 3.4, 5), (1, 0.0, 1)])
+def test_auto_threads_are_the_free_cores(monkeypatch, cores, load, expected):
+    import os
+
+    from regner.training import device
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    threads, why = device.auto_threads()
+    assert threads == expected and f"{cores} core(s) available" in why
+
+
+def test_set_threads_applies_and_logs(monkeypatch, caplog):
+    import logging
+    import os
+
+    import torch
+
+    from regner.training import device
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    try:
+        with caplog.at_level(logging.INFO, logger="regner"):
+            assert device.set_threads("auto", "trainer.num_threads") == 1
+        assert "trainer.num_threads=auto: 1 CPU thread(s)" in caplog.text
+        assert device.set_threads(2, "trainer.num_threads") == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value,ok", [("auto", True), (3, True), (None, True), (0, False), ("many", False)])
+def test_num_threads_accepts_auto_or_a_count(value, ok):
+    from regner.config.validation import validate_config
+
+    cfg = compose_config(f"trainer.num_threads={'null' if value is None else value}")
+    if ok:
+        validate_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match="auto or an integer ≥ 1"):
+            validate_config(cfg)

@@ -27,6 +27,7 @@ def report_error(command: str, err: BaseException, run_dir: Path | None = None, 
         message = f"a required key has no value: {message.splitlines()[0]}; set it on the command line (key=value)"
     where = (f" The run directory {run_dir} holds no finished result: its status.json says failed, and why."
              if run_dir is not None else "")
-    print(f"regner {command}: error: {message}.{where}".replace("..", "."), file=sys.stderr, flush=True)
+    end = "" if message.endswith((".", "?", "!")) else "."
+    print(f"regner {command}: error: {message}{end}{where}", file=sys.stderr, flush=True)
     if exit_code is not None:
         sys.exit(exit_code)

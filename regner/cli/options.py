@@ -55,6 +55,9 @@ class Option:
                 raise ConfigError(self.name, raw, ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1
                                   else shown[0])
             return raw
+        if self.kind == "threads":
+            return raw if raw == "auto" else Option(self.name, None, "", kind="int", low=1,
+                                                   expected="auto or an integer ≥ 1").convert(raw)
         if self.kind == "device":
             from regner.config.validation import DEVICE
 

@@ -181,12 +181,17 @@ def secondary_rank_overrides(argv: list[str]) -> list[str]:
 def hydra_app(argv: list[str], task, config_name: str = "config") -> None:
     """Run ``task(cfg)`` as a Hydra app over ``conf/<config_name>.yaml`` with ``argv`` as its command line.
     A run or sweep directory named on it must be creatable (checked here: Hydra's own error is a traceback)."""
+    from regner.config.overrides import check_overrides
     from regner.runs.directory import check_creatable
+    from regner.training.distributed import env_rank
 
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
             check_creatable(Path(value), key)
+    if env_rank() == 0:  # ranks > 0 run what rank 0 checked
+        for warning in check_overrides(argv, config_name):
+            print(f"regner: warning: {warning}", file=sys.stderr, flush=True)
     import hydra
 
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(task)

@@ -26,7 +26,8 @@ COMMAND = Command(
      Option("max_batch", "32", "most texts per model call when batching concurrent requests", kind="int", low=1),
      Option("max_wait_ms", "5", "how long a request waits for others to batch with (0: no waiting)", kind="float",
             low=0, expected="a finite number ≥ 0"),
-     Option("threads", None, "CPU threads for inference (default: torch's / onnxruntime's own)", kind="int", low=1),
+     Option("threads", "auto", "CPU threads for inference: auto (the free cores, as trainer.num_threads) or N",
+            kind="threads"),
      Option("max_body_bytes", None, "largest request body in bytes (larger: 413; default: what max_texts texts of "
             "max_length characters can take)", kind="int", low=1),
      Option("max_queue", "256", "most texts waiting for the model (more: 503 with Retry-After)", kind="int", low=1),
@@ -52,12 +53,11 @@ def run(argv: list[str]) -> None:
 
     options = COMMAND.parse(argv)
     require_extra("serve", ("fastapi", "uvicorn"))
-    import torch
 
     from regner.inference.loaded import LoadedModel
     from regner.inference.serving import ServerState, ServeSettings, create_app
     from regner.inference.serving.server import draining_server
-    from regner.training.device import resolve_device
+    from regner.training.device import resolve_device, set_threads
 
     family = socket.AF_INET6 if ":" in options["host"] else socket.AF_INET
     # proto IPPROTO_TCP, as asyncio's own listeners have: only then does asyncio set TCP_NODELAY on accepted
@@ -72,8 +72,7 @@ def run(argv: list[str]) -> None:
                         f"port=N or host=ADDRESS") from None
     host, port = sock.getsockname()[:2]  # bound before the model loads: a taken port fails at once
     host = f"[{host}]" if family == socket.AF_INET6 else host
-    if options["threads"]:
-        torch.set_num_threads(options["threads"])
+    options["threads"] = set_threads(options["threads"], "threads")
     try:
         loaded = LoadedModel.load(options["ckpt"], resolve_device(options["device"], "device"), options["backend"],
                                   threads=options["threads"])

@@ -28,7 +28,7 @@ from regner.pretraining.corpus import Corpus, build_corpus, pack
 from regner.runs import progress
 from regner.runs.interrupt import Interrupted, StopFlag
 from regner.runs.io import HISTORY_FILE, METRICS_FILE, History, atomic_target, atomic_write_json, write_status
-from regner.training.device import autocast_factory, process_max_rss_mb, resolve_device, seed_everything
+from regner.training.device import autocast_factory, process_max_rss_mb, resolve_device, seed_everything, set_threads
 from regner.training.distributed import Distributed, env_rank
 from regner.training.optim import linear_schedule
 from regner.training.run import resume_command
@@ -121,8 +121,7 @@ class MLMPretrainer:
         from transformers import DataCollatorForLanguageModeling
 
         pcfg = self.pcfg
-        if pcfg.get("num_threads"):
-            torch.set_num_threads(pcfg.num_threads)
+        set_threads(pcfg.get("num_threads"), "pretrain.num_threads")
         seed_everything(self.cfg.seed)
         self.device = resolve_device(pcfg.device)
         self.dist = Distributed.from_env(self.device.type)

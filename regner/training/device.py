@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import resource
 from functools import partial
@@ -56,3 +57,36 @@ def peak_memory_mb(device: torch.device) -> float | None:
 
 def process_max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def auto_threads() -> tuple[int, str]:
+    """Threads for torch on this machine now: the available cores minus those busy with other work
+    (the 1-minute load average, rounded), at least 1; and how that was decided, for the log. All
+    cores on a busy machine oversubscribe it: OpenMP threads then wait for a descheduled peer at
+    every parallel region (measured: a 2-core machine with one other job ran the default run 12× slower)."""
+    cores = available_cores()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = min(cores - 1, int(load + 0.5))
+    return max(1, cores - busy), f"{cores} core(s) available, load average {load:.2f}"
+
+
+def set_threads(value, key: str) -> int:
+    """Apply ``key``'s thread setting (``auto``, a positive integer, or null for torch's own default)
+    and log the count in use; returns it."""
+    import logging
+
+    log = logging.getLogger("regner")
+    if value == "auto":
+        threads, why = auto_threads()
+        torch.set_num_threads(threads)
+        log.info("%s=auto: %d CPU thread(s) (%s; set %s=N to fix it)", key, threads, why, key)
+    elif value:
+        torch.set_num_threads(int(value))
+    return torch.get_num_threads()

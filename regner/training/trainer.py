@@ -36,7 +36,14 @@ from regner.runs.directory import LAST_STATE
 from regner.runs.interrupt import Interrupted, StopFlag
 from regner.runs.io import HISTORY_FILE, History, atomic_target
 from regner.training.callbacks import build_callbacks
-from regner.training.device import autocast_factory, peak_memory_mb, process_max_rss_mb, resolve_device, seed_everything
+from regner.training.device import (
+    autocast_factory,
+    peak_memory_mb,
+    process_max_rss_mb,
+    resolve_device,
+    seed_everything,
+    set_threads,
+)
 from regner.training.distributed import Distributed
 from regner.training.optim import build_optimizer, linear_schedule
 from regner.training.state import (
@@ -71,8 +78,7 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, tcfg = self.cfg, self.tcfg
-        if tcfg.get("num_threads"):
-            torch.set_num_threads(tcfg.num_threads)
+        set_threads(tcfg.get("num_threads"), "trainer.num_threads")
         seed_everything(cfg.seed)
         self.device = resolve_device(tcfg.device)
         self.dist = Distributed.from_env(self.device.type)
