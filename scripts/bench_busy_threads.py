@@ -4,7 +4,7 @@
     python scripts/bench_busy_threads.py [--pairs 2] [--out docs/benchmarks/DATE-busy-threads-cpu.md]
 
 Runs the README's first command (``regner train``, the offline demo default) in interleaved pairs —
-idle, then with one competing single-threaded job (a pure-Python busy loop pinned to nothing, as
+idle (once the load average is below 0.5), then with one competing single-threaded job (a pure-Python busy loop pinned to nothing, as
 another user's job would be) — with ``trainer.num_threads=auto`` (the default), and, with
 ``--all-cores-epochs N``, once more busy with torch's own default (all cores, ``num_threads=null``)
 for N epochs as the contrast (that arm is slow: it is what ``auto`` replaces). Reports each run's
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,15 @@ from regner.experiments.benchmark.execution import machine_description  # noqa: 
 BUSY = "import time\nend = time.time() + 36000\nwhile time.time() < end:\n    pass\n"
 
 
+def settle(below: float = 0.5, limit_s: float = 600) -> None:
+    """Wait until the 1-minute load average is below ``below`` (the machine looks idle)."""
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def train(out: Path, extra: list[str]) -> dict:
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "regner", "train", f"hydra.run.dir={out}", "trainer.progress=false",
                              *extra], cwd=REPO, capture_output=True, text=True, timeout=7200)
@@ -41,7 +50,7 @@ def train(out: Path, extra: list[str]) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     threads = next((line.split("auto: ")[1].split(" CPU")[0] for line in result.stderr.splitlines()
                     if "num_threads=auto:" in line), "—")
-    return {"wall_s": time.perf_counter() - started, "train_s": metrics["train"]["train_time_s"],
+    return {"load": load, "wall_s": time.perf_counter() - started, "train_s": metrics["train"]["train_time_s"],
             "tokens_per_s": metrics["train"]["tokens_per_s"], "dev_f1": metrics["dev"]["f1"], "threads": threads}
 
 
@@ -57,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(scratch)
         for pair in range(1, args.pairs + 1):
             for arm in ("idle", "busy"):
+                if arm == "idle":
+                    settle()  # the load average lags: an idle run must also look idle to auto
                 competitor = subprocess.Popen([sys.executable, "-c", BUSY]) if arm == "busy" else None
                 try:
                     time.sleep(65 if competitor else 0)  # let the 1-minute load average see the other job
@@ -94,10 +105,11 @@ def markdown(rows: list[dict], ratios: list[float]) -> str:
              f"{machine_description()}; `scripts/bench_busy_threads.py`: the README's first command (`regner train`, "
              "demo data, tiny BERT), interleaved idle / busy pairs; busy = one competing single-threaded Python busy "
              "loop, started 65 s before so the load average sees it.", "",
-             "| pair | machine | trainer.num_threads | threads used | wall s | training s | tokens/s | dev F1 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| pair | machine | load average at start | trainer.num_threads | threads used | wall s | training s | "
+             "tokens/s | dev F1 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['pair']} | {r['arm']} | {r['num_threads']} | {r['threads']} | {r['wall_s']:.1f} | "
+        lines.append(f"| {r['pair']} | {r['arm']} | {r['load']:.2f} | {r['num_threads']} | {r['threads']} | "
+                     f"{r['wall_s']:.1f} | "
                      f"{r['train_s']:.1f} | {r['tokens_per_s']:.0f} | {r['dev_f1']:.4f} |")
     if ratios:
         lines += ["", f"Busy / idle wall time per pair: {', '.join(f'{x:.2f}×' for x in ratios)} (mean "

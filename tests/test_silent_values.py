@@ -100,3 +100,16 @@ def test_num_threads_accepts_auto_or_a_count(value, ok):
     else:
         with pytest.raises(ConfigError, match="auto or an integer ≥ 1"):
             validate_config(cfg)
+
+
+def test_a_missing_cuda_is_named_by_the_key_the_user_set():
+    import torch
+
+    from regner.training.device import DeviceError, resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(DeviceError, match=r"^device=cuda but CUDA is not available here; use device=cpu or auto$"):
+        resolve_device("cuda", "device")
+    with pytest.raises(DeviceError, match=r"^trainer.device=cuda:1 "):
+        resolve_device("cuda:1")
