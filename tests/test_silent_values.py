@@ -58,16 +58,38 @@ def test_cluener_boolean_offsets_are_refused(tmp_path):
         read_cluener(path)
 
 
-@pytest.mark.parametrize("cores,load,expected", [(2, 0.1, 2), (2, 1.2, 1), (2, 7.0, 1), (8, 3.4, 5), (1, 0.0, 1)])
-def test_auto_threads_are_the_free_cores(monkeypatch, cores, load, expected):
+@pytest.mark.parametrize("cores,busy,expected", [(2, 0.1, 2), (2, 1.2, 1), (2, 7.0, 1), (8, 3.4, 5), (1, 0.0, 1)])
+def test_auto_threads_are_the_free_cores(monkeypatch, cores, busy, expected):
     import os
 
     from regner.training import device
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(device, "busy_cores", lambda allowed: (busy, f"{busy} busy"))
     threads, why = device.auto_threads()
     assert threads == expected and f"{cores} core(s) available" in why
+
+
+def test_busy_cores_counts_other_work_on_the_allowed_cpus(monkeypatch):
+    """/proc/stat deltas of the allowed CPUs: CPU 0 fully busy, CPU 1 idle, CPU 2 not ours."""
+    from regner.training import device
+
+    samples = iter([{0: (100, 1000), 1: (100, 1000)}, {0: (100, 1100), 1: (200, 1100)}])
+    monkeypatch.setattr(device, "_cpu_times", lambda cores: next(samples))
+    busy, why = device.busy_cores({0, 1}, window_s=0)
+    assert busy == pytest.approx(1.0) and "1.0 of them busy" in why
+
+
+def test_cpu_times_reads_proc_stat():
+    import os
+
+    from regner.training import device
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    times = device._cpu_times({0})
+    idle, total = times[0]
+    assert 0 <= idle <= total and total > 0
 
 
 def test_set_threads_applies_and_logs(monkeypatch, caplog):
@@ -79,7 +101,7 @@ def test_set_threads_applies_and_logs(monkeypatch, caplog):
     from regner.training import device
 
     before = torch.get_num_threads()
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(device, "busy_cores", lambda allowed: (0.0, "none busy"))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     try:
         with caplog.at_level(logging.INFO, logger="regner"):

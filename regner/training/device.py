@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import resource
+import time
 from functools import partial
 
 import numpy as np
@@ -66,15 +67,48 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def busy_cores(cores: set[int], window_s: float = 0.5) -> tuple[float, str]:
+    """How many of ``cores`` other processes keep busy now: from /proc/stat over ``window_s`` (this
+    process sleeps meanwhile, so it does not count itself), else from the 1-minute load average."""
+    try:
+        first = _cpu_times(cores)
+        time.sleep(window_s)
+        second = _cpu_times(cores)
+    except (OSError, ValueError):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return load, f"load average {load:.2f}"
+    busy = 0.0
+    for cpu, (idle, total) in second.items():
+        idle0, total0 = first.get(cpu, (idle, total))
+        if total > total0:
+            busy += 1 - (idle - idle0) / (total - total0)
+    return busy, f"{busy:.1f} of them busy with other work"
+
+
+def _cpu_times(cores: set[int]) -> dict[int, tuple[int, int]]:
+    """(idle + iowait, total) jiffies of each CPU in ``cores``, from /proc/stat."""
+    times = {}
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+                values = [int(x) for x in fields[:8]]
+                times[int(name[3:])] = (values[3] + values[4], sum(values))
+    if not times:
+        raise ValueError("no per-CPU lines in /proc/stat")
+    return times
+
+
 def auto_threads() -> tuple[int, str]:
-    """Threads for torch on this machine now: the available cores minus those busy with other work
-    (the 1-minute load average, rounded), at least 1; and how that was decided, for the log. All
-    cores on a busy machine oversubscribe it: OpenMP threads then wait for a descheduled peer at
-    every parallel region (measured: a 2-core machine with one other job ran the default run 12× slower)."""
-    cores = available_cores()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    busy = min(cores - 1, int(load + 0.5))
-    return max(1, cores - busy), f"{cores} core(s) available, load average {load:.2f}"
+    """Threads for torch on this machine now: the cores this process may use minus those other work
+    keeps busy, at least 1; and how that was decided, for the log. All cores on a busy machine
+    oversubscribe it: OpenMP threads then wait for a descheduled peer at every parallel region
+    (measured: a 2-core machine with one other job ran the default run 12× slower)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores = max(1, len(allowed))
+    busy, why = busy_cores(set(allowed))
+    taken = min(cores - 1, int(busy + 0.5))
+    return max(1, cores - taken), f"{cores} core(s) available, {why}"
 
 
 def set_threads(value, key: str) -> int:
