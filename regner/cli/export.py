@@ -7,14 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from regner.cli.options import Command, Option, require_extra, wants_help
+from regner.cli.options import CHECKPOINT, Command, Option, require_extra, wants_help
 
 COMMAND = Command(
     "export", "usage: regner export ckpt=RUN [key=value ...]",
     "ONNX model of encoder + GlobalPointer head (dynamic batch and length; output: fp32 span scores), with the "
     "tokenizer and label map; run it with regner predict ckpt=DIR backend=onnx. Needs pip install 'regner[serve]'.",
-    (Option("ckpt", None, "run directory, or its checkpoint/ directory (required)",
-            required="a run directory or checkpoint directory (ckpt=RUN)"),
+    (CHECKPOINT,
      Option("output", None, "directory to write (default: <run dir>/onnx); replaced only once the new export is "
             "complete"),
      Option("opset", "17", "ONNX opset version (an integer ≥ 14)", kind="int", low=14)))

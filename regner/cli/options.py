@@ -55,9 +55,8 @@ class Option:
                 raise ConfigError(self.name, raw, ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1
                                   else shown[0])
             return raw
-        if self.kind == "threads":
-            return raw if raw == "auto" else Option(self.name, None, "", kind="int", low=1,
-                                                   expected="auto or an integer ≥ 1").convert(raw)
+        if self.kind == "threads":  # low and expected as declared: 1, "auto or an integer ≥ 1"
+            return raw if raw == "auto" else self._int(raw)
         if self.kind == "device":
             from regner.config.validation import DEVICE
 
@@ -85,6 +84,10 @@ class Option:
         if not math.isfinite(value) or (self.low is not None and value < self.low):
             raise ConfigError(self.name, value, expected)
         return value
+
+
+CHECKPOINT = Option("ckpt", None, "run directory, or its checkpoint/ directory (required)",
+                    required="a run directory or checkpoint directory (ckpt=RUN)")
 
 
 @dataclass(frozen=True)

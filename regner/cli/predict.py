@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from regner.cli.errors import report_error, user_errors
-from regner.cli.options import Command, Option, wants_help
+from regner.cli.options import CHECKPOINT, Command, Option, wants_help
 from regner.data.errors import DataError
 
 THRESHOLD = "a finite number (a logit; 0 = probability 0.5)"
@@ -16,8 +16,7 @@ COMMAND = Command(
     "predict", "usage: regner predict ckpt=RUN [key=value ...]",
     "Entities for raw texts, one JSON line per input line ({text, entities: [{start, end, type, text, score}]}, end "
     "exclusive, score = σ(logit)).",
-    (Option("ckpt", None, "run directory, or its checkpoint/ directory (required)",
-            required="a run directory or checkpoint directory (ckpt=RUN)"),
+    (CHECKPOINT,
      Option("input", "-", 'texts: one per line, or JSONL with a "text" field; - reads stdin'),
      Option("output", "-", "where the JSONL results go (written atomically); - writes stdout"),
      Option("batch_size", "64", "windows per forward pass (an integer ≥ 1)", kind="int", low=1),

@@ -27,7 +27,7 @@ COMMAND = Command(
      Option("max_wait_ms", "5", "how long a request waits for others to batch with (0: no waiting)", kind="float",
             low=0, expected="a finite number ≥ 0"),
      Option("threads", "auto", "CPU threads for inference: auto (the free cores, as trainer.num_threads) or N",
-            kind="threads"),
+            kind="threads", low=1, expected="auto or an integer ≥ 1"),
      Option("max_body_bytes", None, "largest request body in bytes (larger: 413; default: what max_texts texts of "
             "max_length characters can take)", kind="int", low=1),
      Option("max_queue", "256", "most texts waiting for the model (more: 503 with Retry-After)", kind="int", low=1),

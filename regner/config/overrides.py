@@ -111,11 +111,10 @@ def check_overrides(argv: list[str], config_name: str = "config") -> list[str]:
         return []  # anything else (an ambiguous sweep outside sweep mode, ...) Hydra says itself
     finally:
         GlobalHydra.instance().clear()
-    known = sorted(known_keys(root))
+    added = [o for o in parsed if o.is_add() and not o.key_or_group.startswith("hydra") and o.key_or_group not in options]
+    known = sorted(known_keys(root)) if added else []  # read every YAML only when a +key asks
     return [f"+{o.key_or_group}={o.value()} adds a key regner does not read: it is stored in the run's config and "
-            f"changes nothing. {_suggest(o.key_or_group, known).strip()}"
-            for o in parsed if o.is_add() and not o.key_or_group.startswith("hydra")
-            and o.key_or_group not in known and o.key_or_group not in options]
+            f"changes nothing. {_suggest(o.key_or_group, known).strip()}" for o in added if o.key_or_group not in known]
 
 
 def _suggest(key: str, known: list[str]) -> str:

@@ -3,12 +3,12 @@ whether its files are what regner wrote: one check for predict, evaluate, export
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from regner.data.errors import DataError
 from regner.inference.onnx import ONNX_FILE
 from regner.model.span_model import HEAD_WEIGHTS, MODEL_CONFIG
+from regner.runs.io import JsonFileError, read_json_object
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -37,15 +37,9 @@ def json_file(directory: Path, name: str, required: bool = True) -> dict | None:
             raise DamagedCheckpoint(directory, name, "missing")
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DamagedCheckpoint(directory, name, "not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        reason = "empty" if not path.stat().st_size else f"not valid JSON ({err.msg} at line {err.lineno})"
-        raise DamagedCheckpoint(directory, name, reason) from None
-    if not isinstance(value, dict):
-        raise DamagedCheckpoint(directory, name, f"a JSON {type(value).__name__}, not an object")
-    return value
+        return read_json_object(path)
+    except JsonFileError as err:
+        raise DamagedCheckpoint(directory, name, err.reason) from None
 
 
 def _tensors_file(directory: Path, name: str) -> None:

@@ -99,3 +99,27 @@ def storage_error(err: BaseException, run_dir: Path, resume: str) -> StorageErro
     target = f" {err.filename}" if err.filename else ""
     return StorageError(f"cannot write{target}: {err.strerror or err}. The run stopped; every file it saved before "
                         f"is intact (written atomically), so once there is space, continue it with: {resume}")
+
+
+class JsonFileError(ValueError):
+    """A file that is not the JSON object it should be; ``reason`` says why (without the path)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a file that cannot be read, is empty, is not JSON or not an object
+    raises :class:`JsonFileError` with the reason."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise JsonFileError(path, f"cannot be read ({type(err).__name__}: {err})") from None
+    except json.JSONDecodeError as err:
+        raise JsonFileError(path, "empty" if not path.stat().st_size else f"not valid JSON ({err.msg} at line "
+                                  f"{err.lineno})") from None
+    if not isinstance(value, dict):
+        raise JsonFileError(path, f"a JSON {type(value).__name__}, not an object")
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import resource
@@ -14,6 +15,7 @@ import torch
 
 from regner.errors import UserError
 
+log = logging.getLogger("regner")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -114,9 +116,6 @@ def auto_threads() -> tuple[int, str]:
 def set_threads(value, key: str) -> int:
     """Apply ``key``'s thread setting (``auto``, a positive integer, or null for torch's own default)
     and log the count in use; returns it."""
-    import logging
-
-    log = logging.getLogger("regner")
     if value == "auto":
         threads, why = auto_threads()
         torch.set_num_threads(threads)

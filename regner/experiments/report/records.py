@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from regner.config.tree import flatten
-from regner.runs.io import METRICS_FILE, STATUS_FILE
+from regner.runs.io import METRICS_FILE, STATUS_FILE, JsonFileError, read_json_object
 
 # Keys that do not change what a run computes: never a reason to split groups.
 INERT_KEYS = {"seed", "resume", "ckpt", "alpha", "regularizer._target_", "regularizer.name", "data.root",
@@ -122,15 +122,9 @@ class Unreadable(ValueError):
 
 def _json_object(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise Unreadable(path, f"cannot be read ({type(err).__name__}: {err})") from None
-    except json.JSONDecodeError as err:
-        raise Unreadable(path, "empty" if not path.stat().st_size else f"not valid JSON ({err.msg} at line "
-                               f"{err.lineno})") from None
-    if not isinstance(value, dict):
-        raise Unreadable(path, f"a JSON {type(value).__name__}, not an object")
-    return value
+        return read_json_object(path)
+    except JsonFileError as err:
+        raise Unreadable(path, err.reason) from None
 
 
 def _score(metrics: dict[str, Any], split: str, path: Path) -> float:

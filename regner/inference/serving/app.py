@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 
 from regner.inference.serving.batcher import Batcher, QueueFull
 from regner.inference.serving.guard import Guard
+from regner.inference.texts import text_problem
 
 log = logging.getLogger(__name__)
 SHAPE = 'expected a JSON object {"text": "..."} or {"texts": ["...", ...]}'
@@ -43,8 +44,6 @@ class PredictRequest(BaseModel):
             raise ValueError('give exactly one of "text" (a string) or "texts" (a list of strings)')
         if self.texts is not None and not self.texts:
             raise ValueError('"texts" is empty: give at least one text')
-        from regner.inference.texts import text_problem
-
         for index, text in enumerate([self.text] if self.text is not None else self.texts):
             problem = text_problem(text)
             if problem:
