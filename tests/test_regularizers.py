@@ -299,3 +299,26 @@ def test_regularizer_steps_never_wait_for_the_device(monkeypatch, regularizer):
     reads = count_host_reads(monkeypatch)
     regularizer.step(step)
     assert reads == []
+
+
+# -- the consistency weight's ramp-up --------------------------------------------------------------------------------
+def test_rampup_factor_is_linear_then_one():
+    from regner.regularizers.base import rampup_factor
+
+    assert [rampup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert rampup_factor(0, 0) == 1.0 and rampup_factor(10**9, 0) == 1.0  # 0 turns the ramp off
+
+
+@pytest.mark.parametrize("make", [lambda r: RDrop(alpha=8.0, rampup_steps=r),
+                                  lambda r: VAT(alpha=8.0, rampup_steps=r),
+                                  lambda r: GaussianNoise(sigma=0.3, consistency=True, alpha=8.0, rampup_steps=r)],
+                         ids=["rdrop", "vat", "noise"])
+@pytest.mark.parametrize("global_step, factor", [(0, 0.1), (4, 0.5), (9, 1.0), (50, 1.0)])
+def test_consistency_weight_ramps_up_over_the_first_steps(make, global_step, factor):
+    torch.manual_seed(0)
+    step = training_step(tiny_model(dropout=0.3), tiny_batch())
+    step.global_step = global_step
+    terms = make(10).step(step)
+    (extra,) = [v for k, v in terms.items() if k not in ("loss", "ce")]
+    assert extra > 0
+    assert terms["loss"] == pytest.approx(float(terms["ce"] + 8.0 * factor * extra), rel=1e-5)

@@ -168,6 +168,7 @@ RULES: list[Rule] = [
     integer("regularizer.steps", 1),
     number("regularizer.gamma", 0.0),
     integer("regularizer.start_epoch", 1),
+    integer("regularizer.rampup_steps", 0),
     # pretrain (regner pretrain)
     Rule("pretrain.corpus", "a list of text file paths", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     Rule("pretrain.from_data", "a list of data config names", lambda v: isinstance(v, list)

@@ -40,6 +40,7 @@ class TrainingStep:
     autocast: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
     grad_scale: float = 1.0  # loss scale applied by ``backward`` (fp16 GradScaler), 1 otherwise
     epoch: int = 1  # the training epoch this step belongs to (1-based), for schedules such as AWP's start_epoch
+    global_step: int = 0  # optimizer steps taken before this one, for schedules such as a consistency ramp-up
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -168,6 +169,31 @@ class Regularizer:
     def __repr__(self) -> str:
         knobs = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in knobs.items())})"
+
+
+def rampup_factor(global_step: int, rampup_steps: int) -> float:
+    """The linear ramp-up of a consistency weight: (step + 1) / rampup_steps for the first
+    ``rampup_steps`` optimizer steps, then 1 (always 1 when ``rampup_steps`` is 0)."""
+    if rampup_steps <= 0:
+        return 1.0
+    return min(1.0, (global_step + 1) / rampup_steps)
+
+
+class Consistency(Regularizer):
+    """A regularizer whose extra term is a consistency (agreement) term with weight ``alpha``, which
+    ramps up linearly from 0 over the first ``rampup_steps`` optimizer steps. Early in training, when
+    the head has learnt nothing yet, the cheapest way for two outputs to agree is to predict no span
+    at all; a large weight at step 0 can lock a model there (F1 0), a ramped one lets the CE lead first."""
+
+    uses_kl = True
+
+    def __init__(self, alpha: float = 100.0, rampup_steps: int = 0, name: str | None = None):
+        super().__init__(name)
+        self.alpha, self.rampup_steps = float(alpha), int(rampup_steps)
+
+    def weight(self, step: TrainingStep) -> float:
+        """``alpha`` × the ramp-up factor at this step."""
+        return self.alpha * rampup_factor(step.global_step, self.rampup_steps)
 
 
 class Adversarial(Regularizer):

@@ -2,7 +2,7 @@
 
 Without consistency the model trains on e + N(0, σ²). With ``consistency: true`` the clean and the
 noisy batch run in one forward of the doubled batch and the loss is the mean CE of both plus
-alpha · D(s_clean, s_noisy). ``relative: true`` scales σ by the per-sample RMS of e over real
+w · D(s_clean, s_noisy), w ramping up to ``alpha`` over ``rampup_steps`` as R-Drop's. ``relative: true`` scales σ by the per-sample RMS of e over real
 (non-padding) positions. With σ = 0 no random numbers are drawn, so the step is exactly that of
 ``none``.
 """
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import torch
 
-from regner.regularizers.base import Regularizer, TrainingStep, per_sample_norm
+from regner.regularizers.base import Consistency, TrainingStep, per_sample_norm
 
 
-class GaussianNoise(Regularizer):
+class GaussianNoise(Consistency):
     name = "noise"
 
     def __init__(self, sigma: float = 0.2, consistency: bool = False, alpha: float = 100.0,
-                 relative: bool = True, name: str | None = None):
-        super().__init__(name)
-        self.sigma, self.consistency, self.alpha, self.relative = float(sigma), consistency, float(alpha), relative
+                 relative: bool = True, rampup_steps: int = 0, name: str | None = None):
+        super().__init__(alpha, rampup_steps, name)
+        self.sigma, self.consistency, self.relative = float(sigma), consistency, relative
         self.uses_kl = bool(consistency)
 
     def _noisy(self, step: TrainingStep, embeds: torch.Tensor) -> torch.Tensor:
@@ -46,6 +46,6 @@ class GaussianNoise(Regularizer):
         clean, noisy = scores.chunk(2)
         ce = step.ce(scores, doubled=True)
         divergence = step.kl(clean, noisy, step.mask)
-        loss = ce + self.alpha * divergence
+        loss = ce + self.weight(step) * divergence
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "kl": divergence.detach()}

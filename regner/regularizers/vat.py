@@ -3,8 +3,9 @@
 Start from a random unit direction d (per sample, zero on padding); K power-iteration steps replace
 d by the normalised gradient of D(s, s(e + ξd)), which turns d toward the direction the predictions
 are most sensitive to (the top eigenvector of D's Hessian at d = 0). The penalty is
-alpha · D(s.detach(), s(e + ε·d)) with the chosen KL, added to the clean CE; the clean forward is
-reused for both the CE and the reference scores.
+w · D(s.detach(), s(e + ε·d)) with the chosen KL, added to the clean CE; the clean forward is
+reused for both the CE and the reference scores. The weight w ramps linearly from 0 to ``alpha``
+over the first ``rampup_steps`` optimizer steps.
 
 **One function for all passes.** Power iteration relies on D(s, s(e + ξd)) ≈ ½ξ²·dᵀHd, which holds
 only if D is exactly 0 at d = 0. With dropout, every forward draws new masks, so D(s, s(e)) > 0 and
@@ -28,8 +29,8 @@ from collections.abc import Callable
 import torch
 
 from regner.regularizers.base import (
+    Consistency,
     DropoutState,
-    Regularizer,
     TrainingStep,
     per_sample_norm,
     per_sample_normalize,
@@ -55,14 +56,13 @@ def adversarial_direction(
     return direction.detach()
 
 
-class VAT(Regularizer):
+class VAT(Consistency):
     name = "vat"
-    uses_kl = True
 
     def __init__(self, alpha: float = 100.0, epsilon: float = 0.05, xi: float = 1e-3, power_iterations: int = 1,
-                 relative: bool = True, name: str | None = None):
-        super().__init__(name)
-        self.alpha, self.epsilon, self.xi = float(alpha), float(epsilon), float(xi)
+                 relative: bool = True, rampup_steps: int = 0, name: str | None = None):
+        super().__init__(alpha, rampup_steps, name)
+        self.epsilon, self.xi = float(epsilon), float(xi)
         self.power_iterations, self.relative = int(power_iterations), relative
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
@@ -78,7 +78,7 @@ class VAT(Regularizer):
         radius = self.epsilon * (per_sample_norm(base * keep) if self.relative else 1.0)
         with dropout.replay():
             adversarial = step.kl(clean.detach(), step.scores(inputs_embeds=embeds + radius * direction), step.mask)
-        loss = ce + self.alpha * adversarial
+        loss = ce + self.weight(step) * adversarial
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "vat_kl": adversarial.detach()}
 

@@ -48,7 +48,8 @@ def warn_no_predictions(epoch: int, train: dict[str, float], regularizer: Regula
         "(%r): %.0f%% of this epoch's training loss %.4g is its term (its raw terms: %s; ce %.4g); learning rate "
         "now %.3g. A random-init encoder often needs a few epochs before its first prediction; if this persists, "
         "the regularizer may be making 'predict nothing' the easiest way to agree (lower its strength, e.g. "
-        "alpha=0.3, or check kl.reduction), or the learning rate is too high or too low.",
+        "alpha=0.3, ramp its weight up over more steps, e.g. regularizer.rampup_steps=300 where it has that key, "
+        "or check kl.reduction), or the learning rate is too high or too low.",
         epoch, cfg.head.threshold, regularizer.name, regularizer, 100 * share, loss, extra, ce, lr)
 
 

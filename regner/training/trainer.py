@@ -178,7 +178,8 @@ class Trainer:
         step = TrainingStep(
             model=self.model, batch=batch, targets=batch["spans"], mask=span_mask(batch["token_mask"]), kl=self.kl,
             backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
-            grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0, epoch=self.state.epoch)
+            grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0, epoch=self.state.epoch,
+            global_step=self.state.global_step)
         terms = self.regularizer.step(step)
         terms["loss"] = self.dist.average_gradients(self.parameters, terms["loss"])
         if self.tcfg.max_grad_norm:
