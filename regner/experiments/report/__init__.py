@@ -77,6 +77,8 @@ def build_report(directories: list[str | Path], out_dir: str | Path | None = Non
     if plots and rows:
         notes: list[str] = []
         written = plot(rows, out, notes)
+        if details is not None:
+            details["plots"] = written
         text += "\n## Plots\n\n" + "".join(f"- ![{p.stem}]({p.name})\n" for p in written) + \
             "".join(f"- {note}\n" for note in notes)
     atomic_write_text(out / "report.md", text)
