@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from regner.experiments.benchmark.build import build
+from regner.experiments.benchmark.estimate import estimate_text, profile_spec
 from regner.experiments.benchmark.execution import (
     Ledger,
     TotalProgress,
@@ -68,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise ProfileError(f"--datasets: {unknown} not in the profile ({', '.join(profile.datasets)})")
             profile.datasets = {d: profile.datasets[d] for d in args.datasets.split(",")}
-        if profile.encoder and not args.dry_run and not (Path(profile.encoder) / "config.json").exists():
-            raise ProfileError(f"the pretrained encoder {profile.encoder} does not exist: run `make pretrain` first "
-                               "(about an hour on 2 CPU cores), or pass --encoder DIR (a Hugging Face BERT directory)")
+        missing = None
+        if profile.encoder and not (Path(profile.encoder) / "config.json").exists():
+            missing = ProfileError(f"the pretrained encoder {profile.encoder} does not exist: run `make pretrain` first "
+                                   "(about an hour on 2 CPU cores), or pass --encoder DIR (with make: ENCODER=DIR, a "
+                                   "Hugging Face BERT directory); `make benchmark PROFILE=demo` needs none")
+        if missing and not args.dry_run:
+            raise missing
         out = Path(args.out or REPO / "outputs" / "benchmark" / profile.name).resolve()
         parallel = max(1, args.jobs or profile.jobs)
         threads = max(1, (os.cpu_count() or 1) // parallel)
@@ -86,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"then stage 2: {len(final)} presets × seeds {profile.final_seeds}")
             print("order: " + ", ".join(f"{d} {'stage 1' if st == 'tune' else 'stage 2'} seed(s) "
                                         f"{','.join(map(str, seeds))}" for d, st, seeds in schedule(profile)))
+            print(estimate_text(out, profile, profile_spec(file)))
+            print(f"encoder: {profile.encoder} ({'missing' if missing else 'found'})" if profile.encoder else
+                  "encoder: none needed (the profile's regimes use no pretrained encoder)")
+            if missing:
+                print(f"benchmark: {missing}", file=sys.stderr)
+                return 2
             return 0
         if args.pack:
             if not out.is_dir():

@@ -50,6 +50,7 @@ class Profile:
     throughput: list[str]
     encoder: str | None = None  # the pretrained encoder directory ({encoder} in the regimes)
     keep_checkpoints: bool = False  # keep each finished run's checkpoint/ and last/ (else removed: disk)
+    encoder_given: bool = False  # the encoder came from --encoder (ENCODER=), not the profile's default
 
 
 def _list(spec: dict, key: str, where: str) -> list:
@@ -72,7 +73,12 @@ def load_profile(path: Path, encoder: str | None = None) -> Profile:
     for key in ("regimes", "datasets", "methods", "tune", "final"):
         if not isinstance(spec.get(key), dict) or not spec[key]:
             raise ProfileError(f"{where}: `{key}` must be a non-empty mapping")
-    encoder = encoder or spec.get("encoder")
+    uses_encoder = any("{encoder}" in str(o) for overrides in spec["regimes"].values() if isinstance(overrides, list)
+                       for o in overrides)
+    if encoder and not uses_encoder:
+        raise ProfileError(f"{where}: --encoder (ENCODER=) was given but this profile's regimes use no pretrained "
+                           "encoder ({encoder}); drop it, or use a profile that does (cpu, gpu)")
+    given, encoder = bool(encoder), (encoder or spec.get("encoder")) if uses_encoder else None
     for section in ("regimes", "datasets"):
         for name, overrides in spec[section].items():
             if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
@@ -107,7 +113,7 @@ def load_profile(path: Path, encoder: str | None = None) -> Profile:
                    {name: list(o) for name, o in spec["datasets"].items()}, list(spec.get("common") or []), methods,
                    tune_seeds, tune_regimes, final_seeds, int(spec.get("jobs", 2)),
                    [str(a).replace("{encoder}", str(encoder)) for a in spec.get("throughput") or []], encoder,
-                   bool(spec.get("keep_checkpoints", False)))
+                   bool(spec.get("keep_checkpoints", False)), given)
 
 
 def value_label(value: Any) -> str:
@@ -203,7 +209,9 @@ def planned_runs(profile: Profile) -> int:
 
 
 def reproduce_command(profile: Profile) -> str:
-    return f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}"
+    """The ``make`` line that reruns this benchmark, naming the encoder when it was given."""
+    encoder = f" ENCODER={profile.encoder}" if profile.encoder_given and profile.encoder else ""
+    return f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}{encoder}"
 
 
 def schedule(profile: Profile) -> list[tuple[str, str, list[int]]]:
