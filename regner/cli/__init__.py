@@ -26,7 +26,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-USAGE = __doc__.split("\n\n", 1)[1]
+USAGE = "usage: regner COMMAND [ARGS...]   (regner COMMAND --help for a command's own options)\n\n" + \
+    __doc__.split("\n\n", 1)[1]
 
 # command -> the module under regner/cli/ whose run(argv) carries it out (imported only when used)
 COMMANDS = {"train": "train", "sweep": "sweep", "evaluate": "evaluate", "pretrain": "pretrain", "report": "report",
@@ -34,16 +35,19 @@ COMMANDS = {"train": "train", "sweep": "sweep", "evaluate": "evaluate", "pretrai
 
 
 def version_text() -> str:
+    """regner's version and its main libraries', read from the installed packages' metadata: importing
+    torch and transformers only to print their versions took seconds."""
+    from importlib import metadata
+
     from regner import __version__
 
-    try:
-        import torch
-        import transformers
-
-        extra = f" (torch {torch.__version__}, transformers {transformers.__version__})"
-    except ImportError:
-        extra = ""
-    return f"regner {__version__}{extra}"
+    found = []
+    for package in ("torch", "transformers"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} not installed")
+    return f"regner {__version__} ({', '.join(found)})"
 
 
 def main(argv: list[str] | None = None) -> None:

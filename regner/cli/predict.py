@@ -74,6 +74,11 @@ def run(argv: list[str]) -> None:
         from regner.runs.io import atomic_write_text
 
         atomic_write_text(options["output"], text)
+    entities = sum(len(r["entities"]) if "entities" in r else
+                   sum(len(spans) for by_text in (r.get("label") or {}).values() for spans in by_text.values())
+                   for r in records)
+    print(f"regner predict: {len(lines) - len(bad)} texts, {entities} entities written to "
+          f"{'stdout' if options['output'] == '-' else Path(options['output']).resolve()}", file=sys.stderr)
     if bad:
         print(f"regner predict: warning: {len(bad)} of {len(lines)} input lines could not be read; their records "
               f'hold {{"line", "error"}} instead of entities (first: {bad[0].error})', file=sys.stderr)

@@ -34,12 +34,15 @@ def run(argv: list[str]) -> None:
         print(f"regner report: {err}", file=sys.stderr)
         sys.exit(2)
     unreadable, out = details.get("unreadable", []), details.get("out")
+    out = out.resolve() if out is not None else out
     for err in unreadable:
         print(f"regner report: warning: skipped {err.path}: {err.reason}", file=sys.stderr)
     if not rows:
         print(f"regner report: no readable runs under {' '.join(directories)}; nothing written", file=sys.stderr)
         sys.exit(1)
     print(text)
+    plots = [p.name for p in details.get("plots", [])]
     print(f"regner report: {len(rows)} rows from {sum(r['runs'] for r in rows)} runs"
           f"{f' ({len(unreadable)} unreadable runs skipped)' if unreadable else ''}; wrote {out / 'report.md'}, "
-          f"{out / 'report.csv'}" + (" and the plots" if options["plots"] else ""), file=sys.stderr)
+          f"{out / 'report.csv'}" + (f" and {', '.join(plots)} in {out}" if plots else "") + " (the markdown is also "
+          "on stdout above)", file=sys.stderr)

@@ -1,10 +1,15 @@
 """``regner sweep [overrides...]``: Hydra multirun (``-m`` is implied) of ``regner train``'s task,
-e.g. ``regner sweep regularizer=rdrop alpha=1,4``; warns first when a swept key cannot change a run."""
+e.g. ``regner sweep regularizer=rdrop alpha=1,4``; warns first when a swept key cannot change a run,
+and ends with a summary on stderr: how each job ended, the best run, and the ``regner report`` command."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from regner.cli.runs import hydra_app
 from regner.cli.train import train_task
@@ -12,12 +17,91 @@ from regner.config.paths import config_dir
 
 log = logging.getLogger("regner")
 
+# Each job appends one JSON line here (jobs may run in other processes: the joblib launcher's workers).
+RECORD_ENV = "REGNER_SWEEP_RECORD"
+
 
 def run(argv: list[str]) -> None:
     if "-m" not in argv and "--multirun" not in argv:
         argv = ["--multirun", *argv]
     warn_unused_sweep_keys(argv)
-    hydra_app(argv, train_task)
+    handle, record = tempfile.mkstemp(prefix="regner-sweep-", suffix=".jsonl")
+    os.close(handle)
+    previous = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = record
+    try:
+        hydra_app(argv, sweep_task)
+    finally:
+        if previous is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = previous
+        jobs = read_record(Path(record))
+        Path(record).unlink(missing_ok=True)
+        if jobs:
+            print(sweep_summary(jobs), file=sys.stderr, flush=True)
+
+
+def sweep_task(cfg) -> float | None:
+    """One job: ``regner train``'s task, then a line for the closing summary."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    dev_f1 = None
+    try:
+        dev_f1 = train_task(cfg)
+        return dev_f1
+    finally:
+        record = os.environ.get(RECORD_ENV)
+        if record:
+            run_dir = Path(hydra_cfg.runtime.output_dir)
+            line = {"sweep_dir": str(Path(hydra_cfg.sweep.dir).resolve()), "run_dir": str(run_dir.resolve()),
+                    "job": hydra_cfg.job.get("num"), "overrides": list(hydra_cfg.overrides.task),
+                    "status": _status(run_dir), "dev_f1": dev_f1}
+            with open(record, "a", encoding="utf-8") as out:  # one short append per job: lines never interleave
+                out.write(json.dumps(line) + "\n")
+
+
+def _status(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def read_record(path: Path) -> list[dict]:
+    jobs = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        try:
+            jobs.append(json.loads(line))
+        except ValueError:
+            continue
+    return sorted(jobs, key=lambda job: (job.get("job") is None, job.get("job") or 0))
+
+
+def sweep_summary(jobs: list[dict]) -> str:
+    """The closing lines of a sweep: how many jobs ended how, the best by dev F1, and where they are."""
+    from regner.experiments.report.records import COLLAPSE_F1
+
+    sweep_dirs = sorted({job["sweep_dir"] for job in jobs})
+    ended: dict[str, int] = {}
+    for job in jobs:
+        ended[job["status"]] = ended.get(job["status"], 0) + 1
+    scored = [job for job in jobs if isinstance(job.get("dev_f1"), float)]
+    collapsed = [job for job in scored if not job["dev_f1"] >= COLLAPSE_F1]
+    lines = [f"regner sweep: {len(jobs)} job(s) in {', '.join(sweep_dirs)}: "
+             + ", ".join(f"{n} {status}" for status, n in sorted(ended.items()))
+             + (f"; {len(collapsed)} collapsed (dev F1 < {COLLAPSE_F1}): jobs "
+                f"{', '.join(str(job['job']) for job in collapsed)}" if collapsed else "")]
+    if scored:
+        best = max(scored, key=lambda job: job["dev_f1"])
+        lines.append(f"  best dev F1 {best['dev_f1']:.4f}: job {best['job']} ({' '.join(best['overrides']) or 'no overrides'})"
+                     f" in {best['run_dir']}")
+    for job in jobs:
+        if job["status"] not in ("completed", "running"):
+            lines.append(f"  job {job['job']} {job['status']}: see {Path(job['run_dir']) / 'regner.log'}")
+    lines.append(f"  aggregate them: regner report {' '.join(sweep_dirs)}")
+    return "\n".join(lines)
 
 
 def warn_unused_sweep_keys(args: list[str], max_checks: int = 12) -> list[str]:

@@ -200,12 +200,15 @@ def encode_examples_cached(examples, tokenizer, label2id, max_length=512, overla
     if not cache_dir:
         return encode_examples(examples, tokenizer, label2id, max_length, overlap, on_chunk=on_chunk)
     directory = Path(cache_dir).expanduser()
-    path = directory / f"{feature_cache_key(examples, tokenizer, label2id, max_length, overlap)}.pkl"
+    key = feature_cache_key(examples, tokenizer, label2id, max_length, overlap)
+    path = directory / f"{key}.pkl"
     if path.exists():
         try:
             with path.open("rb") as handle:
                 windows, stats = pickle.load(handle)
-            log.info("features loaded from cache %s", path)
+            log.info("features of %d examples loaded from the feature cache %s (key %s: a digest of the texts, "
+                     "entities, tokenizer, labels and window sizes, so edited data gets a new key; "
+                     "trainer.feature_cache=null turns the cache off)", len(examples), path, key)
             return windows, stats
         except Exception as err:  # noqa: BLE001 - a bad cache file is just a cache miss
             log.warning("ignoring unreadable feature cache %s (%s)", path, err)

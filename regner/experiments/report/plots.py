@@ -51,7 +51,7 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def _ylabel(metric: str, what: str = "") -> str:
-    return f"{metric} F1{what}" + ("" if metric == "test" else " (no test split in every row)")
+    return f"{metric} F1{what}" + ("" if metric == "test" else "\n(no test split in every row)")
 
 
 def draw_bars(ax, subset: list[dict[str, Any]], palette: dict[str, str]) -> None:
@@ -76,7 +76,7 @@ def draw_bars(ax, subset: list[dict[str, Any]], palette: dict[str, str]) -> None
                 color="red" if lost else "black")
     ax.set_xticks(range(len(subset)), [_label(r) for r in subset], fontsize=7, rotation=55, ha="right")
     ax.set_ylim(0.0, 1.12)
-    ax.set_ylabel(_ylabel(metric, " (mean over seeds; dots: seeds, ×: collapsed)"))
+    ax.set_ylabel(_ylabel(metric, " (mean over seeds)\ndots: seeds, ×: collapsed"), fontsize=8)
 
 
 def draw_strength(ax, subset: list[dict[str, Any]]) -> None:
