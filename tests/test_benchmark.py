@@ -344,6 +344,7 @@ def benchmark(profile: Path, encoder: Path, out: Path) -> subprocess.CompletedPr
                            "--out", str(out), "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # ~110 s; the fast suite checks each stage on its own, -m slow runs the pipeline
 def test_the_whole_pipeline_on_demo_data(tmp_path, encoder_dir):
     profile, out = tmp_path / "demo.yaml", tmp_path / "bench"
     profile.write_text(DEMO_PROFILE)

@@ -158,7 +158,9 @@ def test_user_errors_are_one_clear_paragraph(tmp_path, args, message):
     assert not (run_dir / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("dataset,types,train_limit", [("cluener", 10, 300), ("weibo", 8, "null"), ("msra", 3, 300)])
+@pytest.mark.parametrize("dataset,types,train_limit", [
+    pytest.param("cluener", 10, 300, marks=pytest.mark.slow), ("weibo", 8, "null"),
+    pytest.param("msra", 3, 300, marks=pytest.mark.slow)])  # one real dataset in the fast suite (~27 s each)
 def test_real_datasets_train_and_report_per_type(tmp_path, dataset, types, train_limit):
     from .conftest import SHARED_DATA, shared
 

@@ -97,9 +97,16 @@ def test_two_job_sweep_then_report(tmp_path, extra):
     jobs = sorted(tmp_path.glob("outputs/multirun/*/*/*/metrics.json"))
     assert len(jobs) == 2
     assert [json.loads(p.read_text())["run"]["alpha"] for p in jobs] == [1.0, 4.0]
+    # the sweep ends by saying how its jobs ended, which was best, and how to aggregate them
+    sweep_dir = jobs[0].parent.parent
+    assert f"regner sweep: 2 job(s) in {sweep_dir.resolve()}: 2 completed" in result.stderr, result.stderr[-2000:]
+    best = max(jobs, key=lambda p: json.loads(p.read_text())["dev"]["f1"])
+    assert f"best dev F1 {json.loads(best.read_text())['dev']['f1']:.4f}: job " in result.stderr
+    assert f"aggregate them: regner report {sweep_dir.resolve()}" in result.stderr
     report = subprocess.run([sys.executable, "-m", "regner.cli", "report", "--no-plots", str(tmp_path / "outputs")],
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
+    assert f"wrote {tmp_path / 'outputs' / 'report.md'}, {tmp_path / 'outputs' / 'report.csv'}" in report.stderr
     table = [line for line in report.stdout.splitlines() if line.startswith("| rdrop")]
     # alpha multiplies R-Drop's default weight (100); rows sort numerically
     assert len(table) == 2 and "| alpha=100 |" in table[0] and "| alpha=400 |" in table[1]

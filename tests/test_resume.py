@@ -89,6 +89,7 @@ def test_a_resumed_run_reports_the_wall_time_of_every_invocation(tmp_path, monke
     assert elapsed == sorted(elapsed) and elapsed[0] >= 100.0
 
 
+@pytest.mark.slow  # ~50 s; the SIGTERM test resumes through the CLI too
 def test_resume_via_cli_continues_in_the_same_directory(tmp_path, monkeypatch):
     from .test_cli import regner, run_dirs
 

@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # ~50 s: a measurement script
 def test_bench_throughput_prints_a_row_per_regularizer():
     result = subprocess.run([sys.executable, "scripts/bench_throughput.py", "--encoder", "small", "--batch-sizes", "4",
                              "--steps", "1", "--warmup", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)

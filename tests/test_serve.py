@@ -134,6 +134,7 @@ def test_bad_checkpoint_or_taken_port_fails_cleanly(tmp_path):
     assert not os.listdir(tmp_path)  # serving writes nothing
 
 
+@pytest.mark.slow  # ~40 s: a measurement script; the hostile load script runs in the fast suite
 def test_load_script_reports_every_cell_for_both_backends(trained_run, exported, tmp_path):
     import subprocess
     import sys

@@ -99,13 +99,13 @@ def test_false_verdict_rate_at_three_seeds_is_at_most_five_percent(paired):
 
 def test_holm_keeps_the_family_wise_rate_over_a_report():
     rng = random.Random(7)
-    reports, any_false, uncorrected = 2000, 0, 0
+    reports, any_false, uncorrected = 1000, 0, 0
     for _ in range(reports):
         ps = []
         for _ in range(10):  # ten regularizer rows, none truly different
             ps.append(compare_seeds({s: rng.gauss(0, 1) for s in range(3)}, {s: rng.gauss(0, 1) for s in range(3)}).p)
         any_false += any(p < 0.05 for p in holm(ps))
         uncorrected += any(p < 0.05 for p in ps)
-    # Holm bounds the family-wise rate by 5%; allow the simulation's own sampling error (SE ≈ 0.5%)
+    # Holm bounds the family-wise rate by 5%; allow the simulation's own sampling error (SE ≈ 0.7%)
     assert any_false / reports <= 0.05 + 0.01
     assert uncorrected / reports > 0.3  # without the correction some row of a report is "significant" by chance

@@ -46,6 +46,7 @@ def test_malformed_submissions_are_named(predicted, message):
         score_cluener(predicted, gold)
 
 
+@pytest.mark.slow  # ~95 s on the real CLUENER dev set
 def test_predicting_cluener_dev_as_a_submission_scores_regners_own_dev_f1(tmp_path):
     dev = shared("cluener", "dev.json")  # skips when the shared data is absent
     run_dir = tmp_path / "run"

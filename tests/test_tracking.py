@@ -101,6 +101,7 @@ def test_sweep_jobs_write_side_by_side_event_files(tmp_path):
     assert all("dev/f1" in b.Tags()["scalars"] for b in board)
 
 
+@pytest.mark.slow  # ~35 s: MLflow's import and store dominate
 def test_mlflow_logs_to_a_local_store_offline(tmp_path):
     pytest.importorskip("mlflow")
     import mlflow
