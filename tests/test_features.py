@@ -60,15 +60,21 @@ def test_entity_longer_than_overlap_across_boundary_is_counted(char_tokenizer):
     assert stats.outside_windows == 1
 
 
-def test_feature_cache_hits_and_survives_damage(char_tokenizer, tmp_path):
+def test_feature_cache_hits_and_survives_damage(char_tokenizer, tmp_path, caplog):
+    import logging
+
     from regner.data.features import encode_examples_cached
 
     examples = [Example("张三在北京大学工作。", [Entity(0, 2, "PER"), Entity(3, 7, "ORG")])]
     labels = {"ORG": 0, "PER": 1}
     first = encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path)
     (cached,) = list(tmp_path.glob("*.pkl"))
-    second = encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path)
+    with caplog.at_level(logging.INFO, logger="regner.data.features"):
+        second = encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path)
     assert second == first
+    # the hit is said, with the file, its key, and how to turn the cache off (where a user would look)
+    (hit,) = [r.getMessage() for r in caplog.records if "feature cache" in r.getMessage()]
+    assert str(cached) in hit and f"key {cached.stem}" in hit and "trainer.feature_cache=null" in hit
     cached.write_bytes(b"not a pickle")
     assert encode_examples_cached(examples, char_tokenizer, labels, 32, 8, tmp_path) == first
     other = encode_examples_cached(examples, char_tokenizer, labels, 16, 8, tmp_path)  # other sizes, other key
