@@ -21,9 +21,14 @@ def test_bench_throughput_prints_a_row_per_regularizer():
 
 
 def test_benchmark_dry_run_lists_the_tune_sweep_of_each_dataset(tmp_path):
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text("{}")  # the dry run checks that the encoder exists, and reads nothing
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--profile", "cpu", "--dry-run", "--out",
-                             str(tmp_path / "bench")], cwd=REPO, capture_output=True, text=True, timeout=120)
+                             str(tmp_path / "bench"), "--encoder", str(encoder)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert f"encoder: {encoder} (found)" in result.stdout and "runs planned" in result.stdout
     sweeps = [line for line in result.stdout.splitlines() if line.startswith("regner sweep")]
     assert len(sweeps) == 2 and all("hydra/launcher=joblib" in s and "seed=101" in s for s in sweeps)
     assert "weibo.pretrained.rdrop_softmax.3" in sweeps[0] and "cluener.pretrained.ema.0.99" in sweeps[1]

@@ -210,7 +210,11 @@ def planned_runs(profile: Profile) -> int:
 
 def reproduce_command(profile: Profile) -> str:
     """The ``make`` line that reruns this benchmark, naming the encoder when it was given."""
-    encoder = f" ENCODER={profile.encoder}" if profile.encoder_given and profile.encoder else ""
+    encoder = ""
+    if profile.encoder_given and profile.encoder:
+        path = Path(profile.encoder).resolve()
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path  # a checkout's own copy: as the repo has it
+        encoder = f" ENCODER={shown}"
     return f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}{encoder}"
 
 
