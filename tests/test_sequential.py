@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from regner.experiments.sequential import (
+from regner.experiments.compare.sequential import (
     Design,
     decide,
     look_levels,

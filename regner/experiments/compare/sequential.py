@@ -107,7 +107,7 @@ class Decision:
     n: int  # seeds (paired differences) it rests on
     mean: float  # mean paired difference (method − none)
     sd: float
-    ci: tuple[float, float]  # the interval at this look's difference level
+    ci: tuple[float, float]  # the unadjusted 95 % interval (the decision itself uses the look's spent level)
     mde: float  # minimal detectable effect at the design's power for n seeds at the method's final level
     reason: str
     seeds_needed: int | None = None  # for futile/exhausted: seeds a decision would need (None: none within 1000)
@@ -180,7 +180,7 @@ def decide(differences: list[float], design: Design, look: int, explain: bool = 
     mean, sd = _mean_sd(values)
     level, equivalence_level = design.difference_levels()[look], design.equivalence_levels()[look]
     df, se = n - 1, sd / math.sqrt(n)
-    half = _t_two_sided(df, level) * se if sd > 0 else 0.0
+    half = _t_two_sided(df, 0.05) * se if sd > 0 else 0.0  # reported: the usual unadjusted 95 % interval
     ci = (mean - half, mean + half)
     mde = minimal_detectable_effect(sd, n, design.difference_levels()[-1], design.power)
     last = look == len(design.looks) - 1
