@@ -181,7 +181,8 @@ def rampup_factor(global_step: int, rampup_steps: int) -> float:
 
 class Consistency(Regularizer):
     """A regularizer whose extra term is a consistency (agreement) term with weight ``alpha``, which
-    ramps up linearly from 0 over the first ``rampup_steps`` optimizer steps. Early in training, when
+    ramps up linearly over the first ``rampup_steps`` optimizer steps (alpha/N at the first, alpha from
+    the N-th on; the YAML default is 100, the class default 0 = no ramp). Early in training, when
     the head has learnt nothing yet, the cheapest way for two outputs to agree is to predict no span
     at all; a large weight at step 0 can lock a model there (F1 0), a ramped one lets the CE lead first."""
 
