@@ -5,13 +5,13 @@ that ran the fixed design (the committed 308-run CPU benchmark)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from regner.experiments.benchmark.profile import Profile
 from regner.experiments.benchmark.runs import FINISHED, job_of
-from regner.experiments.compare.sequential import Decision, Design, run_sequence
+from regner.experiments.compare.engine import BASELINE, Comparison, result_from_record
+from regner.experiments.compare.sequential import Decision, Design
 from regner.experiments.report.summary import is_unstable
 from regner.runs.archive import expanded
 
@@ -26,6 +26,7 @@ class ReplayRow:
     unstable: bool  # a seed it used collapsed (collapse counts against a method, as in the report)
     fixed_runs: int  # this method's stage-2 runs in the fixed design
     collapsed_at: tuple[int, ...] = ()  # 1-based positions (in seed order) of its collapsed seeds, all seeds
+    cell_runs: int = 0  # runs its (dataset, regime) comparison asked for, none included
 
     @property
     def verdict(self) -> str:
@@ -43,28 +44,11 @@ class ReplayRow:
         return self.verdict == self.fixed
 
 
-def _paired(row: dict, base: dict, seeds: list) -> tuple[list[float], list[bool]]:
-    """Per shared seed, in ``seeds`` order: method − none on the row's judged metric (a diverged run
-    counts as F1 0, a collapsed one at its F1), and whether the method's run collapsed."""
-    attribute = f"{row['judged_on']}_f1"
-
-    def by_seed(runs) -> dict:
-        out = {}
-        for run in runs:
-            if run.status in ("completed", "diverged"):
-                value = 0.0 if run.status == "diverged" else getattr(run, attribute)
-                if not math.isnan(value):
-                    out[run.seed] = (value, run.collapsed)
-        return out
-
-    mine, theirs = by_seed(row["_runs"]), by_seed(base["_runs"])
-    shared = [s for s in seeds if s in mine and s in theirs]
-    return [mine[s][0] - theirs[s][0] for s in shared], [mine[s][1] for s in shared]
-
-
 def replay(out: Path, profile: Profile, design: Design) -> list[ReplayRow]:
     """Every non-``none`` stage-2 row of the benchmark in ``out`` (run directories or ``runs.jsonl.gz``),
-    decided by ``design`` from its seeds in ``profile.final_seeds`` order."""
+    decided by ``design`` through the rounds of :class:`~regner.experiments.compare.engine.Comparison`, one
+    comparison per (dataset, regime), its runs read from what the fixed design trained, seeds in
+    ``profile.final_seeds`` order."""
     from regner.experiments.report.grouping import group_runs
     from regner.experiments.report.records import collect_runs
     from regner.experiments.report.summary import summarize
@@ -75,29 +59,38 @@ def replay(out: Path, profile: Profile, design: Design) -> list[ReplayRow]:
         rows = summarize(group_runs(records))
         for row in rows:
             row["_dataset"], row["_regime"], row["_method"], _ = job_of(row["_runs"][0].path)
-    baselines = {(r["_dataset"], r["_regime"]): r for r in rows if r["_method"] == "none"}
-    replayed = []
+    cells: dict[tuple[str, str], dict[str, dict]] = {}
     for row in rows:
-        base = baselines.get((row["_dataset"], row["_regime"]))
-        if row["_method"] == "none" or base is None:
+        cells.setdefault((row["_dataset"], row["_regime"]), {})[row["_method"]] = row
+    seeds = list(profile.final_seeds)
+    replayed = []
+    for (dataset, regime), by_method in cells.items():
+        if BASELINE not in by_method:
             continue
-        differences, collapsed = _paired(row, base, list(profile.final_seeds))
-        if len(differences) < design.looks[-1]:
-            continue  # fewer shared seeds than the design's last look: not replayable
-        decision = run_sequence(differences, design)
-        replayed.append(ReplayRow(row["_dataset"], row["_regime"], row["_method"], row["verdict"], decision,
-                                  any(collapsed[:decision.n]), len(row["_runs"]),
-                                  tuple(i + 1 for i, bad in enumerate(collapsed) if bad)))
+        judged = {name: f"{row['judged_on']}_f1" for name, row in by_method.items()}
+        attribute = judged[BASELINE] if len(set(judged.values())) == 1 else "dev_f1"
+        lookup = {(name, run.seed): result_from_record(run, attribute) for name, row in by_method.items()
+                  for run in row["_runs"] if run.status in ("completed", "diverged")}
+        methods = [m for m, row in by_method.items() if m != BASELINE
+                   and all((m, s) in lookup and (BASELINE, s) in lookup for s in seeds[:design.looks[-1]])]
+        comparison = Comparison(methods, seeds, design, lambda method, seed, found=lookup: found[(method, seed)])
+        comparison.run_all()
+        for method in methods:
+            decision = comparison.states[method].decision
+            collapsed_at = tuple(i + 1 for i, s in enumerate(seeds) if (method, s) in lookup and lookup[(method, s)].collapsed)
+            replayed.append(ReplayRow(dataset, regime, method, by_method[method]["verdict"], decision,
+                                      any(p <= decision.n for p in collapsed_at), len(by_method[method]["_runs"]),
+                                      collapsed_at, comparison.runs_used))
     return replayed
 
 
 def runs_used(rows: list[ReplayRow]) -> tuple[int, int]:
-    """(stage-2 runs the sequential design used, runs the fixed design used) over the replayed rows:
-    per (dataset, regime) the ``none`` runs are shared, so they count once, as many as its longest method."""
+    """(stage-2 runs the sequential rounds asked for, runs the fixed design trained) over the replayed
+    rows: per (dataset, regime) the ``none`` runs are shared, so they count once."""
     cells: dict[tuple[str, str], list[ReplayRow]] = {}
     for row in rows:
         cells.setdefault((row.dataset, row.regime), []).append(row)
-    sequential = sum(max(r.decision.n for r in cell) + sum(r.decision.n for r in cell) for cell in cells.values())
+    sequential = sum(cell[0].cell_runs for cell in cells.values())
     fixed = sum(max(r.fixed_runs for r in cell) + sum(r.fixed_runs for r in cell) for cell in cells.values())
     return sequential, fixed
 
