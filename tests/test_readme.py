@@ -66,7 +66,7 @@ def test_the_makefile_benchmark_target_is_the_script_the_test_runs():
     assert "$(PY) scripts/benchmark.py --profile $(PROFILE)" in makefile
 
 
-def check_outputs(line: str, result: subprocess.CompletedProcess, cwd: Path) -> None:
+def check_outputs(line: str, result: subprocess.CompletedProcess, cwd: Path, dry_run: bool) -> None:
     command = without_comment(line)
     assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -96,15 +96,17 @@ def check_outputs(line: str, result: subprocess.CompletedProcess, cwd: Path) -> 
         records = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(records) == 1 and records[0]["entities"], result.stdout
         assert "regner predict: 1 texts" in result.stderr and "written to stdout" in result.stderr
-    elif command.startswith("make benchmark"):
+    elif command.startswith("make benchmark") and dry_run:
         assert "runs planned" in result.stdout and "encoder: none needed" in result.stdout
+    elif command.startswith("make benchmark"):
+        assert f"benchmark: report: {cwd / 'benchmark' / 'report.md'}" in result.stderr, result.stderr[-2000:]
 
 
 def run_quick_start(tmp_path: Path, dry_run: bool) -> None:
     for line in quick_start_lines():
         command = as_test_command(line, tmp_path, dry_run)
         result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
-        check_outputs(line, result, tmp_path)
+        check_outputs(line, result, tmp_path, dry_run)
 
 
 def test_every_quick_start_line_runs_and_names_its_outputs(tmp_path):
