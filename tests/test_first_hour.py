@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from regner.cli.sweep import sweep_summary
-from regner.experiments.benchmark.estimate import estimate_text, profile_spec
-from regner.experiments.benchmark.profile import ProfileError, load_profile, profile_path, reproduce_command
+from regner.experiments.benchmark.estimate import estimate_text
+from regner.experiments.benchmark.profile import (
+    ProfileError,
+    load_profile,
+    profile_path,
+    profile_spec,
+    reproduce_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -23,22 +23,16 @@ class Cost:
     machines: list[str]
 
 
-def profile_spec(profile_file: Path) -> dict:
-    """The profile as a benchmark directory records it (``profile.yaml``'s ``profile``): its content
-    without the description."""
-    spec = yaml.safe_load(Path(profile_file).read_text(encoding="utf-8"))
-    spec.pop("description", None)
-    return spec
-
-
 def finished_runs(directory: Path, profile: Profile) -> int:
     with expanded(directory) as source:  # a committed benchmark keeps its runs compacted
         return sum(run_state(p) in FINISHED for p in run_directories(source, profile))
 
 
-def measured_cost(out: Path, profile: Profile, spec: dict, references: Path | None = None) -> Cost | None:
+def measured_cost(out: Path, profile: Profile, spec: dict, references: Path | None = None,
+                  done_in_out: int | None = None) -> Cost | None:
     """The cost per run measured in ``out`` itself, else in the newest committed benchmark (a directory
-    under ``references``, default docs/benchmarks/) that ran the same profile; None when nothing has."""
+    under ``references``, default docs/benchmarks/) that ran the same profile; None when nothing has.
+    ``done_in_out``: the finished runs of ``out`` when the caller has counted them already."""
     references = REPO / "docs" / "benchmarks" if references is None else references
     committed = sorted((p.parent for p in references.glob("*/profile.yaml")), reverse=True)
     for directory in [out, *committed]:
@@ -48,7 +42,7 @@ def measured_cost(out: Path, profile: Profile, spec: dict, references: Path | No
         if directory != out:
             if _saved_profile(directory) != spec:
                 continue
-        done = finished_runs(directory, profile)
+        done = done_in_out if directory == out and done_in_out is not None else finished_runs(directory, profile)
         seconds = sum(float(i.get("seconds", 0.0)) for i in timing["invocations"])
         if done and seconds > 0:
             machines = list(dict.fromkeys(i["machine"] for i in timing["invocations"] if i.get("machine")))
@@ -76,7 +70,7 @@ def estimate_text(out: Path, profile: Profile, spec: dict, references: Path | No
     head = f"{planned} runs planned" + (f", {done} already finished in {out}" if done else "")
     if left <= 0:
         return f"{head}: nothing left to run (the report: --report-only)."
-    cost = measured_cost(out, profile, spec, references)
+    cost = measured_cost(out, profile, spec, references, done)
     if cost is None:
         return (f"{head}; no measured cost yet for this profile (no earlier invocation in {out}, no committed "
                 "benchmark of it under docs/benchmarks/), so no time estimate: the first finished runs give one "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from regner.experiments.benchmark.profile import REPO, Job, Profile, ProfileError, preset_yaml
+from regner.experiments.benchmark.profile import REPO, Job, Profile, ProfileError, preset_yaml, profile_spec
 from regner.experiments.benchmark.runs import pending_jobs, read_json, run_dir, run_state
 
 
@@ -212,8 +212,7 @@ def prune(directories: list[Path]) -> None:
 def claim_out(out: Path, profile_file: Path, encoder: str | None) -> None:
     """``out`` holds this benchmark only: a rerun with the same profile and encoder continues it;
     another profile or encoder (whose runs would be mistaken for these) is refused."""
-    spec = yaml.safe_load(profile_file.read_text(encoding="utf-8"))  # its content: comments may change
-    spec.pop("description", None)
+    spec = profile_spec(profile_file)  # its content: comments and the description may change
     identity = yaml.safe_dump({"profile": spec, "encoder": str(encoder),
                                "encoder_sha256": encoder_fingerprint(encoder)}, allow_unicode=True, sort_keys=True)
     saved = out / "profile.yaml"

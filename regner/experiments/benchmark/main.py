@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from regner.experiments.benchmark.build import build
-from regner.experiments.benchmark.estimate import estimate_text, profile_spec
+from regner.experiments.benchmark.estimate import estimate_text, finished_runs
 from regner.experiments.benchmark.execution import (
     Ledger,
     TotalProgress,
@@ -28,13 +28,14 @@ from regner.experiments.benchmark.profile import (
     load_profile,
     planned_runs,
     profile_path,
+    profile_spec,
     reproduce_command,
     schedule,
     tune_jobs,
 )
-from regner.experiments.benchmark.runs import FINISHED, run_directories, run_state
+from regner.experiments.benchmark.runs import run_directories
 from regner.experiments.benchmark.selection import select
-from regner.runs.archive import ARCHIVE, expanded, pack, unpack
+from regner.runs.archive import ARCHIVE, pack, unpack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             ledger = Ledger(out)
             planned = planned_runs(profile)
-            with expanded(out) as source:  # a committed benchmark keeps its runs compacted (runs.jsonl.gz)
-                done = sum(run_state(p) in FINISHED for p in run_directories(source, profile))
+            done = finished_runs(out, profile)  # a committed benchmark keeps its runs compacted (runs.jsonl.gz)
             command = reproduce_command(profile)
             written = f"{profile.description}. Report written {time.strftime('%Y-%m-%d %H:%M %Z')}"
             if done < planned:

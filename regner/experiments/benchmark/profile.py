@@ -73,21 +73,20 @@ def load_profile(path: Path, encoder: str | None = None) -> Profile:
     for key in ("regimes", "datasets", "methods", "tune", "final"):
         if not isinstance(spec.get(key), dict) or not spec[key]:
             raise ProfileError(f"{where}: `{key}` must be a non-empty mapping")
-    uses_encoder = any("{encoder}" in str(o) for overrides in spec["regimes"].values() if isinstance(overrides, list)
-                       for o in overrides)
-    if encoder and not uses_encoder:
-        raise ProfileError(f"{where}: --encoder (ENCODER=) was given but this profile's regimes use no pretrained "
-                           "encoder ({encoder}); drop it, or use a profile that does (cpu, gpu)")
-    given, encoder = bool(encoder), (encoder or spec.get("encoder")) if uses_encoder else None
     for section in ("regimes", "datasets"):
         for name, overrides in spec[section].items():
             if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
                 raise ProfileError(f"{where}: {section}.{name} must be a list of overrides (key=value), got {overrides!r}")
-    regimes = {name: [o.replace("{encoder}", str(encoder)) for o in overrides]
-               for name, overrides in spec["regimes"].items()}
-    if any("{encoder}" in o for overrides in spec["regimes"].values() for o in overrides) and not encoder:
+    uses_encoder = any("{encoder}" in o for overrides in spec["regimes"].values() for o in overrides)
+    if encoder and not uses_encoder:
+        raise ProfileError(f"{where}: --encoder (ENCODER=) was given but this profile's regimes use no pretrained "
+                           "encoder ({encoder}); drop it, or use a profile that does (cpu, gpu)")
+    given, encoder = bool(encoder), (encoder or spec.get("encoder")) if uses_encoder else None
+    if uses_encoder and not encoder:
         raise ProfileError(f"{where}: the regimes use {{encoder}} but no encoder directory was given: pass "
                            "--encoder DIR (with make: ENCODER=DIR), e.g. outputs/pretrained/zh-mini from `make pretrain`")
+    regimes = {name: [o.replace("{encoder}", str(encoder)) for o in overrides]
+               for name, overrides in spec["regimes"].items()}
     methods = {}
     for name, m in spec["methods"].items():
         if isinstance(m, list):
@@ -114,6 +113,14 @@ def load_profile(path: Path, encoder: str | None = None) -> Profile:
                    tune_seeds, tune_regimes, final_seeds, int(spec.get("jobs", 2)),
                    [str(a).replace("{encoder}", str(encoder)) for a in spec.get("throughput") or []], encoder,
                    bool(spec.get("keep_checkpoints", False)), given)
+
+
+def profile_spec(profile_file: Path) -> dict:
+    """The profile as a benchmark directory records it (``profile.yaml``'s ``profile``): its content
+    without the description (comments and the description may change without changing the benchmark)."""
+    spec = yaml.safe_load(Path(profile_file).read_text(encoding="utf-8"))
+    spec.pop("description", None)
+    return spec
 
 
 def value_label(value: Any) -> str:
