@@ -46,6 +46,8 @@ def sweep_task(cfg) -> float | None:
     """One job: ``regner train``'s task, then a line for the closing summary."""
     from hydra.core.hydra_config import HydraConfig
 
+    from regner.runs.directory import run_status
+
     hydra_cfg = HydraConfig.get()
     dev_f1 = None
     try:
@@ -57,16 +59,9 @@ def sweep_task(cfg) -> float | None:
             run_dir = Path(hydra_cfg.runtime.output_dir)
             line = {"sweep_dir": str(Path(hydra_cfg.sweep.dir).resolve()), "run_dir": str(run_dir.resolve()),
                     "job": hydra_cfg.job.get("num"), "overrides": list(hydra_cfg.overrides.task),
-                    "status": _status(run_dir), "dev_f1": dev_f1}
+                    "status": run_status(run_dir) or "unknown", "dev_f1": dev_f1}
             with open(record, "a", encoding="utf-8") as out:  # one short append per job: lines never interleave
                 out.write(json.dumps(line) + "\n")
-
-
-def _status(run_dir: Path) -> str:
-    try:
-        return str(json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("status", "unknown"))
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
 
 
 def read_record(path: Path) -> list[dict]:

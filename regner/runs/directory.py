@@ -31,10 +31,12 @@ RUN_FILES = (STATUS_FILE, METRICS_FILE, "config.yaml", "history.jsonl", "checkpo
 
 
 def _owner(path: Path) -> dict:
+    """The JSON object in ``path`` ({} when it is missing, unreadable or not an object)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _describe(owner: dict) -> str:
