@@ -7,7 +7,7 @@ from pathlib import Path
 
 from regner.experiments.benchmark.profile import Profile
 from regner.experiments.benchmark.selection import relative_strength
-from regner.experiments.report.plots import COLLAPSED_STYLE
+from regner.experiments.report.plots import COLLAPSED_STYLE, strength_axis
 from regner.experiments.report.records import COLLAPSE_F1
 
 
@@ -51,12 +51,7 @@ def plots(out: Path, rows: list[dict], tune_rows: list[dict], profile: Profile,
             if none and not math.isnan(none[0]):
                 ax.axhline(none[0], color="0.4", linestyle="--", label="none")
             if drawn:
-                from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-                ax.set_xscale("log")
-                ax.xaxis.set_major_locator(FixedLocator(sorted(set(drawn))))  # the grid's values, no crowded minors
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-                ax.xaxis.set_minor_locator(NullLocator())
+                strength_axis(ax, drawn)  # the grid's values, no crowded minors
             ema = any(m.tuned and m.key and m.key.startswith("trainer.ema") for m in profile.methods.values())
             ax.set_xlabel("strength relative to the default" + (" (EMA: averaging horizon)" if ema else ""))
             ax.set_ylim(0.0, 1.05)

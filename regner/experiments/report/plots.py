@@ -28,6 +28,18 @@ def _numeric_strength(strength: str) -> float | None:
         return None
 
 
+def strength_axis(ax, values: list[float]) -> None:
+    """A log x axis labelled at exactly the strengths that ran (as 0.3, 1, 4), with no minor labels to
+    crowd them."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(values))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def panel_metric(subset: list[dict[str, Any]]) -> str:
     """``test`` when every row of a panel is judged on test F1, else ``dev``."""
     return "test" if subset and all(r.get("judged_on") == "test" for r in subset) else "dev"
@@ -84,7 +96,8 @@ def draw_strength(ax, subset: list[dict[str, Any]]) -> None:
     series: dict[str, list[tuple[float, float, float | None, bool]]] = defaultdict(list)
     baseline_drawn = False
     for r in subset:
-        scores = [v for v, _ in seed_values(r, metric)]
+        values = seed_values(r, metric)
+        scores = [v for v, _ in values]
         if not scores:
             continue
         mean = statistics.fmean(scores)
@@ -93,7 +106,7 @@ def draw_strength(ax, subset: list[dict[str, Any]]) -> None:
             baseline_drawn = True
         elif (x := _numeric_strength(r["strength"])) is not None:
             std = statistics.stdev(scores) if len(scores) >= 2 else None
-            collapsed = any(bad for _, bad in seed_values(r, metric))
+            collapsed = any(bad for _, bad in values)
             series[f"{r['regularizer']}/{r['kl']} ({r['strength'].split('=')[0]})"].append((x, mean, std, collapsed))
     xs = sorted({p[0] for points in series.values() for p in points})
     collapsed_labelled = False
@@ -107,13 +120,7 @@ def draw_strength(ax, subset: list[dict[str, Any]]) -> None:
                        label=None if collapsed_labelled else "collapsed seed(s)")
             collapsed_labelled = True
     if xs and min(xs) > 0:
-        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
-
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(xs))  # one label per strength that ran, none in between
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        strength_axis(ax, xs)
         for tick in ax.get_xticklabels():
             tick.set_rotation(45)
     ax.set_ylim(0.0, 1.05)
