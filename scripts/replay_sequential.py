@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from regner.experiments.benchmark.profile import load_profile, profile_path  # noqa: E402
-from regner.experiments.compare.replay import replay, replay_markdown  # noqa: E402
+from regner.experiments.compare.replay import load_cells, replay, replay_markdown  # noqa: E402
 from regner.experiments.compare.sequential import Design  # noqa: E402
 
 COMMITTED = REPO / "docs" / "benchmarks" / "2026-12-01-cpu"
@@ -27,10 +27,11 @@ COMMITTED = REPO / "docs" / "benchmarks" / "2026-12-01-cpu"
 def replay_text(out: Path = COMMITTED, profile_name: str = "cpu", looks: tuple[int, ...] = (3, 4, 5),
                 spending: str = "obrien_fleming", delta: float = 0.01) -> str:
     profile = load_profile(profile_path(profile_name), encoder=str(out / "encoder"))
-    family = len(replay(out, profile, Design(looks=looks)))  # the number of rows: each spends alpha / family
+    cells, seeds = load_cells(out, profile), list(profile.final_seeds)
+    family = sum(len(cell.replayable(seeds[:looks[-1]])) for cell in cells)  # every row spends alpha / family
     design = Design(looks=looks, methods=max(1, family), spending=spending, delta=delta)
     source = out.relative_to(REPO) if out.is_relative_to(REPO) else out
-    return replay_markdown(replay(out, profile, design), design, f"`{source}`")
+    return replay_markdown(replay(cells, seeds, design), design, f"`{source}`")
 
 
 def main(argv: list[str] | None = None) -> int:

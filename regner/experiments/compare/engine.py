@@ -110,10 +110,6 @@ class Comparison:
             out.append(mine.f1 - base.f1)
         return out
 
-    def collapsed(self, method: str) -> list[int]:
-        """Seeds of ``method`` whose run collapsed (counted against it: a row with any is unstable)."""
-        return [seed for (name, seed), result in self.results.items() if name == method and result.collapsed]
-
     def run_all(self) -> dict[str, MethodState]:
         while self.step():
             pass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from regner.experiments.benchmark.profile import Profile
 from regner.experiments.benchmark.runs import FINISHED, job_of
-from regner.experiments.compare.engine import BASELINE, Comparison, result_from_record
+from regner.experiments.compare.engine import BASELINE, Comparison, Result, result_from_record
 from regner.experiments.compare.sequential import Decision, Design
 from regner.experiments.report.summary import is_unstable
 from regner.runs.archive import expanded
@@ -44,11 +44,25 @@ class ReplayRow:
         return self.verdict == self.fixed
 
 
-def replay(out: Path, profile: Profile, design: Design) -> list[ReplayRow]:
-    """Every non-``none`` stage-2 row of the benchmark in ``out`` (run directories or ``runs.jsonl.gz``),
-    decided by ``design`` through the rounds of :class:`~regner.experiments.compare.engine.Comparison`, one
-    comparison per (dataset, regime), its runs read from what the fixed design trained, seeds in
-    ``profile.final_seeds`` order."""
+@dataclass
+class Cell:
+    """One (dataset, regime) of a finished benchmark: its report rows by method, and each finished run
+    as a :class:`~regner.experiments.compare.engine.Result`, by (method, seed)."""
+
+    dataset: str
+    regime: str
+    rows: dict[str, dict]
+    results: dict[tuple[str, int], Result]
+
+    def replayable(self, seeds: list[int]) -> list[str]:
+        """The methods (not none) that have, with none, a finished run on every one of ``seeds``."""
+        return [m for m in self.rows if m != BASELINE
+                and all((m, s) in self.results and (BASELINE, s) in self.results for s in seeds)]
+
+
+def load_cells(out: Path, profile: Profile) -> list[Cell]:
+    """The stage-2 runs of the benchmark in ``out`` (run directories or ``runs.jsonl.gz``), read once,
+    per (dataset, regime) that has ``none`` runs; each judged on the metric its report row uses."""
     from regner.experiments.report.grouping import group_runs
     from regner.experiments.report.records import collect_runs
     from regner.experiments.report.summary import summarize
@@ -59,27 +73,36 @@ def replay(out: Path, profile: Profile, design: Design) -> list[ReplayRow]:
         rows = summarize(group_runs(records))
         for row in rows:
             row["_dataset"], row["_regime"], row["_method"], _ = job_of(row["_runs"][0].path)
-    cells: dict[tuple[str, str], dict[str, dict]] = {}
+    by_cell: dict[tuple[str, str], dict[str, dict]] = {}
     for row in rows:
-        cells.setdefault((row["_dataset"], row["_regime"]), {})[row["_method"]] = row
-    seeds = list(profile.final_seeds)
-    replayed = []
-    for (dataset, regime), by_method in cells.items():
+        by_cell.setdefault((row["_dataset"], row["_regime"]), {})[row["_method"]] = row
+    cells = []
+    for (dataset, regime), by_method in by_cell.items():
         if BASELINE not in by_method:
             continue
-        judged = {name: f"{row['judged_on']}_f1" for name, row in by_method.items()}
-        attribute = judged[BASELINE] if len(set(judged.values())) == 1 else "dev_f1"
-        lookup = {(name, run.seed): result_from_record(run, attribute) for name, row in by_method.items()
-                  for run in row["_runs"] if run.status in ("completed", "diverged")}
-        methods = [m for m, row in by_method.items() if m != BASELINE
-                   and all((m, s) in lookup and (BASELINE, s) in lookup for s in seeds[:design.looks[-1]])]
-        comparison = Comparison(methods, seeds, design, lambda method, seed, found=lookup: found[(method, seed)])
+        judged = {f"{row['judged_on']}_f1" for row in by_method.values()}
+        attribute = judged.pop() if len(judged) == 1 else "dev_f1"
+        results = {(name, run.seed): result_from_record(run, attribute) for name, row in by_method.items()
+                   for run in row["_runs"] if run.status in ("completed", "diverged")}
+        cells.append(Cell(dataset, regime, by_method, results))
+    return cells
+
+
+def replay(cells: list[Cell], seeds: list[int], design: Design) -> list[ReplayRow]:
+    """Every replayable method of every cell decided by ``design`` through the rounds of
+    :class:`~regner.experiments.compare.engine.Comparison`, one comparison per cell, its runs read from
+    what the fixed design trained, seeds in the order given."""
+    replayed = []
+    for cell in cells:
+        methods = cell.replayable(seeds[:design.looks[-1]])
+        comparison = Comparison(methods, seeds, design, lambda method, seed, found=cell.results: found[(method, seed)])
         comparison.run_all()
         for method in methods:
             decision = comparison.states[method].decision
-            collapsed_at = tuple(i + 1 for i, s in enumerate(seeds) if (method, s) in lookup and lookup[(method, s)].collapsed)
-            replayed.append(ReplayRow(dataset, regime, method, by_method[method]["verdict"], decision,
-                                      any(p <= decision.n for p in collapsed_at), len(by_method[method]["_runs"]),
+            collapsed_at = tuple(i + 1 for i, s in enumerate(seeds)
+                                 if (method, s) in cell.results and cell.results[(method, s)].collapsed)
+            replayed.append(ReplayRow(cell.dataset, cell.regime, method, cell.rows[method]["verdict"], decision,
+                                      any(p <= decision.n for p in collapsed_at), len(cell.rows[method]["_runs"]),
                                       collapsed_at, comparison.runs_used))
     return replayed
 

@@ -54,10 +54,12 @@ def spent_alpha(fraction: float, alpha: float, kind: str = "obrien_fleming") -> 
     raise ValueError(f"spending must be one of {SPENDING}, got {kind!r}")
 
 
-def look_levels(looks: tuple[int, ...], alpha: float, kind: str) -> list[float]:
-    """The level each look may use: the increments of α*(t) at t_k = n_k / n_K (they sum to α)."""
+@lru_cache(maxsize=256)
+def look_levels(looks: tuple[int, ...], alpha: float, kind: str) -> tuple[float, ...]:
+    """The level each look may use: the increments of α*(t) at t_k = n_k / n_K (they sum to α).
+    Cached: every decision of a comparison asks for the same design's levels."""
     cumulative = [spent_alpha(n / looks[-1], alpha, kind) for n in looks]
-    return [high - low for low, high in zip([0.0, *cumulative[:-1]], cumulative)]
+    return tuple(high - low for low, high in zip([0.0, *cumulative[:-1]], cumulative))
 
 
 @lru_cache(maxsize=4096)
@@ -94,10 +96,10 @@ class Design:
     def method_alpha(self) -> float:
         return self.alpha / self.methods
 
-    def difference_levels(self) -> list[float]:
+    def difference_levels(self) -> tuple[float, ...]:
         return look_levels(self.looks, self.method_alpha, self.spending)
 
-    def equivalence_levels(self) -> list[float]:
+    def equivalence_levels(self) -> tuple[float, ...]:
         return look_levels(self.looks, self.equivalence_alpha, self.spending)
 
 
