@@ -1,10 +1,13 @@
 """The ``regner`` command: one module per command under ``regner/cli/``, each with ``run(argv)``.
-``train``, ``sweep``, ``evaluate`` and ``pretrain`` are Hydra apps over ``conf/``; ``predict``,
+``train``, ``sweep``, ``evaluate`` and ``pretrain`` are Hydra apps over ``conf/`` (``compare`` composes
+its config with Hydra's compose API); ``predict``,
 ``export``, ``serve`` and ``report`` take ``key=value`` options through one parser
 (:mod:`regner.cli.options`) and keep stdout for their results.
 
     regner train [overrides...]        one run (Hydra single-run mode)
     regner sweep [overrides...]        Hydra multirun (-m is implied), e.g. regner sweep regularizer=rdrop alpha=1,4
+    regner compare [compare=PROFILE]  does each regularizer help over none, by how much: racing + sequential
+                                       looks within a budget (conf/comparison.yaml), e.g. regner compare compare=cpu
     regner report DIR [DIR...]         aggregate the runs under DIRs (or runs.jsonl.gz files) into report.md/.csv and plots
     regner evaluate ckpt=RUN [data=..] score a saved model; writes metrics.json like training does
     regner pretrain [overrides...]     masked-LM pretraining of the encoder (conf/pretraining.yaml), e.g.
@@ -30,8 +33,9 @@ USAGE = "usage: regner COMMAND [ARGS...]   (regner COMMAND --help for a command'
     __doc__.split("\n\n", 1)[1]
 
 # command -> the module under regner/cli/ whose run(argv) carries it out (imported only when used)
-COMMANDS = {"train": "train", "sweep": "sweep", "evaluate": "evaluate", "pretrain": "pretrain", "report": "report",
-            "predict": "predict", "export": "export", "serve": "serve"}
+COMMANDS = {"train": "train", "sweep": "sweep", "compare": "compare", "evaluate": "evaluate", "pretrain": "pretrain", "report": "report",
+            "predict": "predict", "export": "export", "serve": "serve",
+            "train-worker": "worker"}  # regner compare's persistent training processes (not for users)
 
 
 def version_text() -> str:

@@ -83,22 +83,54 @@ class Comparison:
             return False
         needed = self.next_round()
         if self.max_runs is not None and self.runs_used + len(needed) > self.max_runs:
-            for state in self.states.values():
-                if state.open:
-                    state.stopped_by = "budget"
-                    if state.decision is not None:
-                        state.decision.state, state.decision.reason = "exhausted", (
-                            f"the run budget ({self.max_runs}) ends before the next look; {state.decision.reason}")
+            self.exhaust(f"the run budget ({self.max_runs}) ends before the next look")
             return False
         for method, seed in needed:
             self.results[(method, seed)] = self.run(method, seed)
+        return self.advance()
+
+    def advance(self, watch: set[str] = frozenset()) -> bool:
+        """Decide every open method at its next look, once the round's results are in ``results``.
+
+        A method that collapsed on a seed it used is *unstable* (collapse is a verdict of its own, as in
+        the report; its F1 of 0 would otherwise swamp the mean). A method in ``watch`` (it collapsed in
+        another dataset of this regime) is not stopped as futile or equivalent before the last look: its
+        verdict must rest on as many seeds as the design allows, since a rare collapse is only seen by
+        running seeds. Returns whether any method is still open."""
+        for state in self.states.values():
+            if not state.open:
+                continue
+            state.look += 1
+            n = self.design.looks[state.look]
+            state.decision = decide(self.differences(state.name), self.design, state.look)
+            collapsed = [s for s in self.seeds[:n] if self.results[(state.name, s)].collapsed]
+            if collapsed:
+                decision = state.decision
+                decision.state = "unstable"
+                decision.reason = (f"collapsed (dev F1 below 0.05, or diverged) on {len(collapsed)} of {n} seeds "
+                                   f"(seed {', '.join(map(str, collapsed))})")
+            elif (state.name in watch and state.decision.state in ("futile", "equivalent")
+                  and state.look < len(self.design.looks) - 1):
+                state.decision.details["held_open"] = state.decision.state
+                state.decision.reason = (f"would be {state.decision.state}, but it collapsed in another dataset of "
+                                         f"this regime: it runs to the last look ({state.decision.reason})")
+                state.decision.state = "open"
+            if state.decision.state != "open":
+                state.stopped_by = "decision"
+        return any(s.open for s in self.states.values())
+
+    def exhaust(self, why: str) -> None:
+        """The budget ends the comparison: every open method is *exhausted* at the look it reached."""
         for state in self.states.values():
             if state.open:
-                state.look += 1
-                state.decision = decide(self.differences(state.name), self.design, state.look)
-                if state.decision.state != "open":
-                    state.stopped_by = "decision"
-        return any(s.open for s in self.states.values())
+                state.stopped_by = "budget"
+                if state.decision is not None:
+                    state.decision.state, state.decision.reason = "exhausted", f"{why}; {state.decision.reason}"
+
+    @property
+    def collapsed_methods(self) -> set[str]:
+        """The methods with a collapsed run among the results so far."""
+        return {method for (method, _), result in self.results.items() if result.collapsed and method != BASELINE}
 
     def differences(self, method: str) -> list[float]:
         """method − none per seed, in seed order, for the seeds both have."""

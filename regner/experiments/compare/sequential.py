@@ -38,7 +38,7 @@ from statistics import NormalDist
 from regner.experiments.stats import t_critical
 
 STANDARD = NormalDist()
-STATES = ("better", "worse", "equivalent", "futile", "open", "exhausted")
+STATES = ("better", "worse", "equivalent", "futile", "unstable", "open", "exhausted")
 SPENDING = ("obrien_fleming", "pocock")
 
 

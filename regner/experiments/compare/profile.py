@@ -1,0 +1,181 @@
+"""A comparison profile (``conf/compare/<name>.yaml``, the keys of ``regner compare``): what is compared
+(datasets × regimes × methods with strength grids), how (racing, the sequential design) and within what
+budget; checked whole before any data is read or any run is planned."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regner.errors import UserError
+from regner.experiments.benchmark.profile import Method
+from regner.experiments.compare.sequential import SPENDING, Design
+
+
+class CompareError(UserError):
+    """A comparison profile or option that cannot be run as written: names the key."""
+
+
+@dataclass
+class Tuning:
+    seeds: list[int]
+    rungs: tuple[int, ...]
+    regimes: list[str]
+    drop_alpha: float
+    extend_grid: bool
+
+
+@dataclass
+class CompareProfile:
+    name: str
+    description: str
+    datasets: dict[str, list[str]]
+    regimes: dict[str, list[str]]
+    common: list[str]
+    methods: dict[str, Method]
+    tuning: Tuning
+    seeds: list[int]
+    design: Design
+    max_runs: int | None
+    max_hours: float | None
+    jobs: int
+    jobs_per_device: int
+    devices: str
+    encoder: str | None
+    encoder_given: bool
+    cache: list[str]
+    throughput: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """The family of the better/worse verdicts: every (dataset, regime, method) compared with none."""
+        return len(self.datasets) * len(self.regimes) * (len(self.methods) - 1)
+
+
+def _fail(key: str, message: str) -> CompareError:
+    return CompareError(f"{key}: {message}")
+
+
+def _overrides(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(o, str) and "=" in o for o in value):
+        raise _fail(key, f"a list of overrides (group=option or key=value), got {value!r}")
+    for override in value:
+        if override.split("=", 1)[0].startswith(("+", "~", "hydra")):
+            raise _fail(key, f"{override!r}: only group=option and key=value are supported")
+    return list(value)
+
+
+def _seed_list(value: Any, key: str) -> list[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                          for s in value):
+        raise _fail(key, f"a non-empty list of integer seeds, got {value!r}")
+    if len(set(value)) != len(value):
+        raise _fail(key, f"seeds must be distinct, got {value}")
+    return list(value)
+
+
+def _increasing(value: Any, key: str, low: int) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(n, int) and n >= low for n in value) \
+            or value != sorted(set(value)):
+        raise _fail(key, f"an increasing list of seed counts ≥ {low}, got {value!r}")
+    return tuple(value)
+
+
+def _number(spec: dict, key: str, low: float, high: float, optional: bool = False) -> float | None:
+    value = spec.get(key.rsplit(".", 1)[-1])
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        raise _fail(key, f"a number in ({low:g}, {high:g}), got {value!r}")
+    return float(value)
+
+
+def load_profile(spec: dict, name: str, encoder: str | None = None) -> CompareProfile:
+    """Check a profile (the comparison config as a plain dict, interpolations unresolved) and build it."""
+    for key in ("datasets", "regimes", "methods"):
+        if not isinstance(spec.get(key), dict) or not spec[key]:
+            raise _fail(key, "a non-empty mapping (the profile, compare=<name>, sets it)")
+    datasets = {n: _overrides(o, f"datasets.{n}") for n, o in spec["datasets"].items()}
+    regimes_raw = {n: _overrides(o, f"regimes.{n}") for n, o in spec["regimes"].items()}
+    uses_encoder = any("{encoder}" in o for overrides in regimes_raw.values() for o in overrides)
+    given = bool(encoder)
+    encoder = encoder or spec.get("encoder")
+    if given and not uses_encoder:
+        raise _fail("encoder", "given, but this profile's regimes use no pretrained encoder ({encoder}); drop it")
+    if uses_encoder and not encoder:
+        raise _fail("encoder", "the regimes use {encoder}: pass encoder=DIR (a Hugging Face BERT directory, e.g. "
+                    "outputs/pretrained/zh-mini from `make pretrain`)")
+    encoder = str(encoder) if uses_encoder else None
+    regimes = {n: [o.replace("{encoder}", encoder or "") for o in overrides] for n, overrides in regimes_raw.items()}
+    methods = {}
+    for method, m in spec["methods"].items():
+        where = f"methods.{method}"
+        if isinstance(m, list) or m is None:
+            m = {"overrides": m}
+        if not isinstance(m, dict):
+            raise _fail(where, f"overrides, or a mapping with overrides, grid, default; got {m!r}")
+        unknown = sorted(set(m) - {"overrides", "grid", "default", "throughput"})
+        if unknown:
+            raise _fail(where, f"unknown key(s) {unknown}; a method has overrides, grid, default, throughput")
+        grid = m.get("grid") or {}
+        if not isinstance(grid, dict) or len(grid) > 1:
+            raise _fail(f"{where}.grid", f"one knob and its values ({{knob: [values]}}), got {grid!r}")
+        key, values = next(iter(grid.items())) if grid else (None, [])
+        if grid and (not isinstance(values, list) or not values or len(set(map(str, values))) != len(values)):
+            raise _fail(f"{where}.grid.{key}", f"a non-empty list of distinct values, got {values!r}")
+        methods[method] = Method(method, _overrides(m.get("overrides"), f"{where}.overrides"), key, list(values),
+                                 m.get("default"), m.get("throughput"))
+    if "none" not in methods or methods["none"].tuned:
+        raise _fail("methods", "must include `none` (the baseline every method is compared with), without a grid")
+    if len(methods) < 2:
+        raise _fail("methods", "name at least one method besides none")
+    tune = spec.get("tune") or {}
+    tune_seeds = _seed_list(tune.get("seeds"), "tune.seeds")
+    rungs = _increasing(tune.get("rungs"), "tune.rungs", 1)
+    if rungs[-1] > len(tune_seeds):
+        raise _fail("tune.rungs", f"the last rung ({rungs[-1]} seeds) needs that many tune.seeds, got {len(tune_seeds)}")
+    tune_regimes = tune.get("regimes") or list(regimes)
+    if not isinstance(tune_regimes, list) or any(r not in regimes for r in tune_regimes):
+        raise _fail("tune.regimes", f"a list of the profile's regimes ({', '.join(regimes)}), got {tune_regimes!r}")
+    drop_alpha = _number(tune, "tune.drop_alpha", 0.0, 0.5)
+    seeds = _seed_list(spec.get("seeds"), "seeds")
+    shared = sorted(set(seeds) & set(tune_seeds))
+    if shared:
+        raise _fail("seeds", f"the comparison's seeds must differ from tune.seeds (the runs that chose a strength "
+                    f"must not judge it); shared: {shared}")
+    looks = _increasing(spec.get("looks"), "looks", 2)
+    if looks[-1] > len(seeds):
+        raise _fail("looks", f"the last look ({looks[-1]} seeds) needs that many seeds, got {len(seeds)}")
+    spending = spec.get("spending", "obrien_fleming")
+    if spending not in SPENDING:
+        raise _fail("spending", f"one of {', '.join(SPENDING)}, got {spending!r}")
+    target = _number(spec, "target_mde", 0.0, 1.0)
+    budget = spec.get("budget") or {}
+    max_runs = budget.get("max_runs")
+    if max_runs is not None and (isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1):
+        raise _fail("budget.max_runs", f"a positive integer or null (no limit), got {max_runs!r}")
+    max_hours = _number(budget, "budget.max_hours", 0.0, math.inf, optional=True)
+    jobs, per_device = spec.get("jobs", 1), spec.get("jobs_per_device", 1)
+    for key, value in (("jobs", jobs), ("jobs_per_device", per_device)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail(key, f"a positive integer, got {value!r}")
+    devices = str(spec.get("devices", "auto"))
+    if devices not in ("auto", "cpu") and not all(d.strip().isdigit() for d in devices.split(",")):
+        raise _fail("devices", f"auto, cpu, or a comma list of GPU indices (0,1), got {devices!r}")
+    cache = spec.get("cache") or []
+    if not isinstance(cache, list) or not all(isinstance(c, str) for c in cache):
+        raise _fail("cache", f"a list of directories or runs.jsonl.gz files whose runs may be reused, got {cache!r}")
+    design = Design(looks=looks, alpha=_number(spec, "alpha", 0.0, 1.0), methods=max(1, len(datasets) * len(regimes)
+                    * (len(methods) - 1)), delta=target, equivalence_alpha=_number(spec, "equivalence_alpha", 0.0, 0.5),
+                    spending=spending, futility_power=_number(spec, "futility_power", 0.0, 1.0),
+                    power=_number(spec, "power", 0.0, 1.0))
+    throughput = [str(a).replace("{encoder}", encoder or "") for a in spec.get("throughput") or []]
+    return CompareProfile(name, str(spec.get("description") or ""), datasets, regimes,
+                          _overrides(spec.get("common"), "common"), methods,
+                          Tuning(tune_seeds, rungs, tune_regimes, drop_alpha, bool(tune.get("extend_grid", True))),
+                          seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder, given,
+                          [str(Path(c).expanduser()) for c in cache], throughput)

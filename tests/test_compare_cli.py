@@ -1,0 +1,107 @@
+"""`regner compare` end to end on the demo profile (shrunk to seconds): a comparison stopped by its budget,
+then interrupted by SIGTERM mid-run, then finished, reusing every finished run and resuming the
+interrupted one; its report's sentences are its numbers; a run trained in a worker is the run a fresh
+`regner train` makes; bad input is one paragraph and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regner.experiments.compare.report import points
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["datasets.demo=['data=demo','data.train_size=240','data.dev_size=40','data.test_size=40']", "progress=false"]
+
+
+def compare(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "regner.cli", "compare", *args], cwd=cwd, capture_output=True,
+                            text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def run_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in (out / "runs").rglob("status.json"))
+
+
+def test_a_budget_stopped_then_interrupted_comparison_finishes_reusing_every_run(tmp_path):
+    out = tmp_path / "cmp"
+    first = compare(f"out={out}", "budget.max_runs=4", *SMALL, cwd=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs_used"] == 4 and summary["runs_used_by_stage"] == {"tune": 4, "compare": 0}
+    assert {r["state"] for r in summary["rows"]} == {"exhausted"}  # the first look did not fit in the budget
+    assert "stopped by its budget: a larger budget continues it" in (out / "report.md").read_text()
+    assert "4 run(s) used (4 trained now, 0 from the cache)" in first.stderr
+
+    # continued without a limit, and interrupted (SIGTERM) once a comparison run is half-way
+    process = subprocess.Popen([sys.executable, "-m", "regner.cli", "compare", f"out={out}", *SMALL], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "runs" / "compare").glob("*/seed-*/history.jsonl")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "rerun the same command to continue" in stderr
+    interrupted = [d for d in run_dirs(out) if json.loads((d / "status.json").read_text())["status"] != "completed"]
+
+    third = compare(f"out={out}", *SMALL, cwd=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs_used"] == len(run_dirs(out))  # no run was trained twice, none overwritten
+    assert all((d / "identity.sha256").is_file() for d in run_dirs(out))
+    assert f"({summary['trained']} trained now, {summary['runs_used'] - summary['trained']} from the cache)" in third.stderr
+    assert summary["runs_used"] - summary["trained"] >= 4
+    log = (out / "train.log").read_text()
+    for directory in interrupted:  # resumed from its saved state, or (killed before it saved any) started over
+        assert f"resume={directory}" in log or log.count(f"hydra.run.dir={directory}") == 2
+    assert {r["state"] for r in summary["rows"]} <= {"better", "worse", "equivalent", "futile", "exhausted", "unstable"}
+    report = (out / "report.md").read_text()
+    assert "(finished)" in report
+    for row in summary["rows"]:  # every verdict sentence carries the row's own numbers
+        assert row["sentence"] in report and points(row["delta"]) in row["sentence"]
+        assert f"{row['seeds']} seeds" in row["sentence"] or row["state"] == "unstable"
+
+    # a dry run reads the cache: every run of the first round is there
+    plan = compare(f"out={out}", *SMALL, "dry_run=true", cwd=tmp_path).stdout
+    assert "first round: 2 run(s), 2 of them in the cache" in plan
+
+    # a run trained by a worker is the run a fresh `regner train` makes, loss for loss
+    worker_run = next(d for d in run_dirs(out) if d not in interrupted)
+    command = shlex.split([line for line in log.splitlines() if f"hydra.run.dir={worker_run}" in line][0])[3:]
+    fresh = tmp_path / "fresh"
+    command = [a for a in command if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={fresh}"]
+    subprocess.run([sys.executable, "-m", "regner.cli", "train", *command], cwd=tmp_path, check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (fresh / "history.jsonl").read_text().count('"loss"') > 0
+    losses = [[json.loads(line)["train"] for line in (d / "history.jsonl").read_text().splitlines()]
+              for d in (worker_run, fresh)]
+    assert losses[0] == losses[1]
+
+
+def test_another_comparison_in_the_same_directory_is_refused(tmp_path):
+    out = tmp_path / "cmp"
+    compare(f"out={out}", "budget.max_runs=2", *SMALL, cwd=tmp_path)
+    refused = compare(f"out={out}", "target_mde=0.05", *SMALL, cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "holds another comparison (changed: target_mde)" in refused.stderr
+    assert refused.stderr.count("\n") == 1  # one paragraph
+
+
+@pytest.mark.parametrize("args, message", [(["compare=nope"], "compare"), (["looks=[3,2]"], "looks:"),
+                                           (["seeds=[1,2,101]", "tune.seeds=[101,102]"], "seeds:"),
+                                           (["budget.max_run=3"], "budget.max_run"),
+                                           (["cache=[/no/such/dir]"], "cache: /no/such/dir does not exist")])
+def test_bad_input_is_one_paragraph_and_exit_code_2(tmp_path, args, message):
+    result = compare(f"out={tmp_path / 'cmp'}", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "cmp" / "report.md").exists()
