@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PROFILE ?= cpu
 
-.PHONY: install train test test-all lint benchmark bench-speed check-defaults pretrain clean
+.PHONY: install train test test-all lint benchmark benchmark-v2 bench-speed check-defaults pretrain clean
 
 install:
 	python3 -m venv .venv
@@ -21,7 +21,10 @@ test-all:  ## include the slow end-to-end tests
 lint:
 	.venv/bin/ruff check regner tests scripts
 
-benchmark:  ## benchmark v2 (docs/benchmarks/PROTOCOL.md): tune, then compare every regularizer with none; rerun to continue (PROFILE=cpu|gpu|demo, ENCODER=dir)
+benchmark:  ## regner compare (docs/benchmarks/PROTOCOL.md): race strengths, compare every regularizer with none in sequential looks; rerun to continue (PROFILE=cpu|gpu|demo, ENCODER=dir)
+	.venv/bin/regner compare compare=$(PROFILE) $(if $(ENCODER),encoder_dir=$(ENCODER))
+
+benchmark-v2:  ## the fixed two-stage design of the committed 2026-12-01 benchmark (scripts/matrices/), to reproduce it
 	$(PY) scripts/benchmark.py --profile $(PROFILE) $(if $(ENCODER),--encoder $(ENCODER))
 
 pretrain:  ## regner's small Chinese encoder (encoder=zh-mini) into outputs/pretrained/zh-mini; cached (PROFILE=gpu: zh-small)

@@ -176,7 +176,7 @@ SPEC = {"datasets": {"d": ["data=demo"]}, "regimes": {"r": ["encoder=tiny"]}, "c
                                          ({"tune": {"seeds": [101], "rungs": [2]}}, "tune.rungs"),
                                          ({"methods": {"a": ["regularizer=fgm"]}}, "methods"),
                                          ({"budget": {"max_runs": 0}}, "budget.max_runs"),
-                                         ({"regimes": {"r": ["encoder.pretrained={encoder}"]}}, "encoder")])
+                                         ({"regimes": {"r": ["encoder.pretrained={encoder}"]}}, "encoder_dir")])
 def test_a_bad_profile_is_refused_naming_its_key(change, key):
     with pytest.raises(CompareError, match=f"^{key}:"):
         load_profile({**SPEC, **change}, "test")
@@ -263,3 +263,21 @@ def test_the_time_budget_uses_the_mean_run_time(tmp_path):
     run.run()  # 60 s per run on 2 slots: the racing (6 runs, 3 min) fits in 0.02 h only before any time is known
     assert run.used_in("compare") == 0
     assert math.isfinite(run._mean_seconds())
+
+
+# -- slots and GPU memory --------------------------------------------------------------------------------
+def test_a_busy_gpu_takes_another_run_only_when_its_memory_fits():
+    from regner.experiments.compare.execution import CUDA_CONTEXT_MB, Slot, make_slots, may_start, memory_needed
+
+    assert memory_needed("vat", {}) is None
+    assert memory_needed("vat", {"none": 2000.0}) == 2 * 2000.0 + CUDA_CONTEXT_MB  # unknown method: twice the largest
+    assert memory_needed("none", {"none": 2000.0}) == 1.25 * 2000.0 + CUDA_CONTEXT_MB
+    slots = [Slot("0", running=object()), Slot("0"), Slot("1")]
+    free = {"0": 4000.0, "1": 100.0}.get
+    assert may_start(slots[2], slots, "none", {}, free)  # an idle device always takes one
+    assert not may_start(slots[1], slots, "none", {}, free)  # nothing measured yet: not beside another run
+    assert may_start(slots[1], slots, "none", {"none": 2000.0}, free)  # 3.5 GB needed, 4 GB free
+    assert not may_start(slots[1], slots, "vat", {"none": 2000.0}, free)  # 5 GB needed
+    assert may_start(Slot("cpu"), [Slot("cpu", running=object())], "vat", {}, free)
+    assert [s.device for s in make_slots("0,1", 1, 2)] == ["0", "1", "0", "1"]
+    assert [s.device for s in make_slots("cpu", 3, 4)] == ["cpu"] * 3

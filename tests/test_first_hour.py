@@ -63,9 +63,9 @@ def test_demo_profile_needs_no_encoder_and_refuses_one():
 
 
 def test_reproduce_line_names_the_encoder_that_was_given():
-    assert reproduce_command(load_profile(profile_path("cpu"))) == "make benchmark"
+    assert reproduce_command(load_profile(profile_path("cpu"))) == "make benchmark-v2"
     given = load_profile(profile_path("gpu"), encoder="/models/bert-base-chinese")
-    assert reproduce_command(given) == "make benchmark PROFILE=gpu ENCODER=/models/bert-base-chinese"
+    assert reproduce_command(given) == "make benchmark-v2 PROFILE=gpu ENCODER=/models/bert-base-chinese"
 
 
 def test_dry_run_estimate_comes_from_measured_runs(tmp_path):

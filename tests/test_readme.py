@@ -32,13 +32,8 @@ def without_comment(line: str) -> str:
 
 def as_test_command(line: str, out: Path, dry_run: bool) -> str:
     """The README line as the test runs it: ``regner`` through this interpreter, two epochs for a
-    training line that sets none, no progress bars; ``make benchmark PROFILE=p`` as the script the
-    Makefile calls (its ``--dry-run`` in the fast suite)."""
+    training line that sets none, no progress bars; ``regner compare`` as a dry run in the fast suite."""
     command = without_comment(line)
-    make = re.fullmatch(r"make benchmark PROFILE=(\w+)", command)
-    if make:
-        return shlex.join([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--profile", make.group(1),
-                           "--out", str(out / "benchmark"), "--no-progress", *(["--dry-run"] if dry_run else [])])
     parts = []
     for piece in command.split(" | "):
         if piece.startswith("regner "):
@@ -46,6 +41,8 @@ def as_test_command(line: str, out: Path, dry_run: bool) -> str:
             if words[1] in ("train", "sweep"):
                 words += [] if any(w.startswith("trainer.max_epochs=") for w in words) else ["trainer.max_epochs=2"]
                 words += ["trainer.progress=false"]
+            if words[1] == "compare":
+                words += ["progress=false", *(["dry_run=true"] if dry_run else [])]
             piece = shlex.join([sys.executable, "-m", "regner", *words[1:]])
         parts.append(piece)
     return " | ".join(parts)
@@ -55,15 +52,15 @@ def test_the_quick_start_block_is_what_the_readme_says():
     lines = quick_start_lines()
     commands = [without_comment(line).split()[:2] for line in lines]
     assert ["regner", "train"] in commands and ["regner", "sweep"] in commands and ["regner", "report"] in commands
-    assert any("PROFILE=demo" in line for line in lines)
+    assert ["regner", "compare"] in commands
     for line in lines:  # a sweep example varies something its regularizer reads (no identical jobs)
         if " sweep " in f" {line} ":
             assert re.search(r"regularizer=\w+,|alpha=[\d.]+,|seed=\d+,", line), line
 
 
-def test_the_makefile_benchmark_target_is_the_script_the_test_runs():
+def test_the_makefile_benchmark_target_is_regner_compare():
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
-    assert "$(PY) scripts/benchmark.py --profile $(PROFILE)" in makefile
+    assert "\t.venv/bin/regner compare compare=$(PROFILE) $(if $(ENCODER),encoder_dir=$(ENCODER))" in makefile
 
 
 def check_outputs(line: str, result: subprocess.CompletedProcess, cwd: Path, dry_run: bool) -> None:
@@ -96,10 +93,11 @@ def check_outputs(line: str, result: subprocess.CompletedProcess, cwd: Path, dry
         records = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(records) == 1 and records[0]["entities"], result.stdout
         assert "regner predict: 1 texts" in result.stderr and "written to stdout" in result.stderr
-    elif command.startswith("make benchmark") and dry_run:
-        assert "runs planned" in result.stdout and "encoder: none needed" in result.stdout
-    elif command.startswith("make benchmark"):
-        assert f"benchmark: report: {cwd / 'benchmark' / 'report.md'}" in result.stderr, result.stderr[-2000:]
+    elif command.startswith("regner compare") and dry_run:
+        assert "profile demo:" in result.stdout and "first round:" in result.stdout
+    elif command.startswith("regner compare"):
+        out = (cwd / re.search(r"out=(\S+)", command).group(1)).resolve()
+        assert f"report: {out / 'report.md'}" in result.stderr, result.stderr[-2000:]
 
 
 def run_quick_start(tmp_path: Path, dry_run: bool) -> None:
@@ -114,9 +112,9 @@ def test_every_quick_start_line_runs_and_names_its_outputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_quick_start_with_the_whole_demo_benchmark(tmp_path):
+def test_the_quick_start_with_the_whole_demo_comparison(tmp_path):
     run_quick_start(tmp_path, dry_run=False)
-    assert (tmp_path / "benchmark" / "report.md").is_file()
+    assert (tmp_path / "outputs" / "quickstart" / "compare" / "summary.json").is_file()
 
 
 def test_the_config_group_table_lists_every_option():

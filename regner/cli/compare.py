@@ -13,8 +13,8 @@ HELP = """regner compare: does each regularizer help GlobalPointer over none, by
 
 usage: regner compare [compare=PROFILE] [key=value ...]
        regner compare                                   the demo profile (built-in data, tiny encoder)
-       regner compare compare=cpu encoder=DIR           after `make pretrain` (DIR: outputs/pretrained/zh-mini)
-       regner compare compare=gpu encoder=DIR jobs_per_device=4
+       regner compare compare=cpu encoder_dir=DIR           after `make pretrain` (DIR: outputs/pretrained/zh-mini)
+       regner compare compare=gpu encoder_dir=DIR jobs_per_device=4
        regner compare compare=cpu dry_run=true          the plan, the most runs it can take, cache hits
        regner compare --cfg job                         the composed config
 

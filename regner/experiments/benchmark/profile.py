@@ -222,7 +222,7 @@ def reproduce_command(profile: Profile) -> str:
         path = Path(profile.encoder).resolve()
         shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path  # a checkout's own copy: as the repo has it
         encoder = f" ENCODER={shown}"
-    return f"make benchmark{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}{encoder}"
+    return f"make benchmark-v2{'' if profile.name == 'cpu' else ' PROFILE=' + profile.name}{encoder}"
 
 
 def schedule(profile: Profile) -> list[tuple[str, str, list[int]]]:

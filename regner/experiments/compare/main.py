@@ -92,13 +92,13 @@ def plan_text(driver: Driver) -> str:
 
 
 def run_comparison(spec: dict, name: str) -> int:
-    profile = load_profile(spec, name, spec.get("encoder"))
+    profile = load_profile(spec, name)
     watch = spec.get("collapse_watch", "regime")
     if watch not in WATCH:
         raise CompareError(f"collapse_watch: one of {', '.join(WATCH)}, got {watch!r}")
     if profile.encoder and not (Path(profile.encoder) / "config.json").exists():
-        raise CompareError(f"encoder: {profile.encoder} is not an encoder directory (no config.json): run `make "
-                           "pretrain` first, or pass encoder=DIR (a Hugging Face BERT directory)")
+        raise CompareError(f"encoder_dir: {profile.encoder} is not an encoder directory (no config.json): run `make "
+                           "pretrain` first, or pass encoder_dir=DIR (a Hugging Face BERT directory)")
     out = Path(spec.get("out") or Path("outputs") / "compare" / name).expanduser().resolve()
     train, dry_run = bool(spec.get("train", True)), bool(spec.get("dry_run", False))
     slots = make_slots(profile.devices, profile.jobs, profile.jobs_per_device)
@@ -167,8 +167,8 @@ def _write(driver: Driver, ledger: Ledger, slots, threads: int, finished: bool) 
 def reproduce_command(driver: Driver) -> str:
     p = driver.profile
     parts = ["regner compare", f"compare={p.name}"]
-    if p.encoder_given and p.encoder:
-        parts.append(f"encoder={p.encoder}")
+    if p.encoder:
+        parts.append(f"encoder_dir={p.encoder}")
     if p.max_runs:
         parts.append(f"budget.max_runs={p.max_runs}")
     if p.max_hours:

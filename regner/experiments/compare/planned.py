@@ -108,7 +108,15 @@ class Composer:
             cfg = cfg.copy()
             validate_config(cfg)
             absolutize_paths(cfg.data, Path.cwd())
-            self._resolved[key] = OmegaConf.to_container(cfg, resolve=True)
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            data = resolved.get("data") or {}
+            for split in ("train", "dev", "test"):
+                path = data.get(split)
+                if data.get("format") not in ("hf", "demo") and isinstance(path, str) and not Path(path).exists():
+                    raise ConfigError(f"data.{split}", path, "an existing file", "data.root is taken from the working "
+                                      "directory (../shared/data by default) or the REGNER_DATA environment variable; "
+                                      f"the overrides were: {' '.join(base)}")
+            self._resolved[key] = resolved
         return self._resolved[key]
 
     def key(self, base: list[str], strength: str | None, seed: int) -> str:

@@ -43,8 +43,7 @@ class CompareProfile:
     jobs: int
     jobs_per_device: int
     devices: str
-    encoder: str | None
-    encoder_given: bool
+    encoder: str | None  # the pretrained encoder directory ({encoder} in the regimes)
     cache: list[str]
     throughput: list[str] = field(default_factory=list)
 
@@ -52,6 +51,18 @@ class CompareProfile:
     def rows(self) -> int:
         """The family of the better/worse verdicts: every (dataset, regime, method) compared with none."""
         return len(self.datasets) * len(self.regimes) * (len(self.methods) - 1)
+
+
+def locate(path: str) -> str:
+    """A profile's relative path (a cache, the encoder) as the working directory has it, else as the
+    checkout whose conf/ holds the profiles has it (a profile names docs/... and outputs/... of the repo)."""
+    from regner.config.paths import config_dir
+
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return str(given)
+    checkout = Path(config_dir()).parent / given
+    return str(checkout) if checkout.exists() else str(given)
 
 
 def _fail(key: str, message: str) -> CompareError:
@@ -94,7 +105,7 @@ def _number(spec: dict, key: str, low: float, high: float, optional: bool = Fals
     return float(value)
 
 
-def load_profile(spec: dict, name: str, encoder: str | None = None) -> CompareProfile:
+def load_profile(spec: dict, name: str) -> CompareProfile:
     """Check a profile (the comparison config as a plain dict, interpolations unresolved) and build it."""
     for key in ("datasets", "regimes", "methods"):
         if not isinstance(spec.get(key), dict) or not spec[key]:
@@ -102,14 +113,13 @@ def load_profile(spec: dict, name: str, encoder: str | None = None) -> ComparePr
     datasets = {n: _overrides(o, f"datasets.{n}") for n, o in spec["datasets"].items()}
     regimes_raw = {n: _overrides(o, f"regimes.{n}") for n, o in spec["regimes"].items()}
     uses_encoder = any("{encoder}" in o for overrides in regimes_raw.values() for o in overrides)
-    given = bool(encoder)
-    encoder = encoder or spec.get("encoder")
-    if given and not uses_encoder:
-        raise _fail("encoder", "given, but this profile's regimes use no pretrained encoder ({encoder}); drop it")
+    encoder = spec.get("encoder_dir")
+    if encoder and not uses_encoder:
+        raise _fail("encoder_dir", "given, but this profile's regimes use no pretrained encoder ({encoder}); drop it")
     if uses_encoder and not encoder:
-        raise _fail("encoder", "the regimes use {encoder}: pass encoder=DIR (a Hugging Face BERT directory, e.g. "
+        raise _fail("encoder_dir", "the regimes use {encoder}: pass encoder_dir=DIR (a Hugging Face BERT directory, e.g. "
                     "outputs/pretrained/zh-mini from `make pretrain`)")
-    encoder = str(encoder) if uses_encoder else None
+    encoder = locate(str(encoder)) if uses_encoder else None
     regimes = {n: [o.replace("{encoder}", encoder or "") for o in overrides] for n, overrides in regimes_raw.items()}
     methods = {}
     for method, m in spec["methods"].items():
@@ -177,5 +187,5 @@ def load_profile(spec: dict, name: str, encoder: str | None = None) -> ComparePr
     return CompareProfile(name, str(spec.get("description") or ""), datasets, regimes,
                           _overrides(spec.get("common"), "common"), methods,
                           Tuning(tune_seeds, rungs, tune_regimes, drop_alpha, bool(tune.get("extend_grid", True))),
-                          seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder, given,
-                          [str(Path(c).expanduser()) for c in cache], throughput)
+                          seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder,
+                          [locate(c) for c in cache], throughput)
