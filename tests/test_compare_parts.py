@@ -202,7 +202,8 @@ class FakeExecutor:
             self.trained.append(task.key)
             shift = random.Random(p.seed).gauss(0, 0.02)
             f1 = 0.0 if (p.method, p.seed) in self.collapses else \
-                0.6 + shift + self.effects.get(p.method, 0.0) + random.Random(task.key).gauss(0, 0.003)
+                0.6 + shift + self.effects.get(p.method, 0.0) + self.effects.get(p.strength, 0.0) \
+                + random.Random(task.key).gauss(0, 0.003)
             self.index.add(CachedRun(task.key, str(task.directory), "completed", f1, f1, 60.0))
 
 
@@ -281,3 +282,22 @@ def test_a_busy_gpu_takes_another_run_only_when_its_memory_fits():
     assert may_start(Slot("cpu"), [Slot("cpu", running=object())], "vat", {}, free)
     assert [s.device for s in make_slots("0,1", 1, 2)] == ["0", "1", "0", "1"]
     assert [s.device for s in make_slots("cpu", 3, 4)] == ["cpu"] * 3
+
+
+def test_a_grid_extension_the_config_refuses_leaves_the_race_named(tmp_path):
+    from regner.errors import ConfigError
+
+    class Refusing(FakeComposer):
+        def key(self, base, strength, seed):
+            if strength in ("alpha=4.0", "alpha=0.25"):
+                raise ConfigError("alpha", strength, "a value the regularizer accepts")
+            return super().key(base, strength, seed)
+
+    index = RunIndex()
+    profile = load_profile({**SPEC, "tune": {**SPEC["tune"], "extend_grid": True}}, "test")
+    run = Driver(profile, tmp_path, index, Refusing(), FakeExecutor(index, {"alpha=2": 0.05}), lambda message: None)
+    run.run()  # alpha 2, the grid's highest value, wins: the extension to 4 is refused
+    race = run.races[("d", "r", "a")]
+    added = [arm for arm in race.arms.values() if arm.added]
+    assert race.done and race.chosen == 2 and [a.value for a in added] == [4.0]
+    assert added[0].dropped.startswith("the extension is not a valid value (alpha='alpha=4.0' is not valid")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regner.errors import UserError
 from regner.experiments.benchmark.profile import method_overrides
 from regner.experiments.compare.cache import CachedRun, RunIndex
 from regner.experiments.compare.engine import BASELINE, Comparison, Result
@@ -61,7 +62,6 @@ class Driver:
     missing: list[str] = field(default_factory=list)  # cache only: runs it would have needed
     failed: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
-    stop_reason: str = ""
     judged: dict[str, str] = field(default_factory=dict)  # dataset -> the split its comparison judges
     seconds: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)  # wall time of used runs
 
@@ -111,6 +111,7 @@ class Driver:
             if any(not r.done for _, r in races):
                 for (_, regime, method), race in races:
                     if not race.done:
+                        self._check_extension(race, dataset, regime)
                         found.append(Unit(race, [self.planned(dataset, regime, method, v, s, "tune")
                                                  for v, s in race.needed()]))
                 continue
@@ -125,6 +126,15 @@ class Driver:
                         self.planned(dataset, regime, m, self.chosen(dataset, regime, m), s, "compare")
                         for m, s in comparison.next_round()]))
         return found
+
+    def _check_extension(self, race: Race, dataset: str, regime: str) -> None:
+        """A grid-edge extension whose value regner's config refuses leaves the race at once (named)."""
+        for arm in race.arms.values():
+            if arm.added and arm.alive and not arm.scores:
+                try:
+                    self.key(self.planned(dataset, regime, race.method.name, arm.value, race.seeds[0], "tune"))
+                except UserError as err:
+                    arm.dropped = f"the extension is not a valid value ({err})"
 
     def hours(self) -> float:
         return self.hours_before + (time.time() - self.started) / 3600
@@ -181,7 +191,7 @@ class Driver:
         for unit in accepted:
             runs = [self.index.get(k) for k in unit.keys]
             if any(r is None for r in runs):
-                self.failed += [f"{p.label} seed {p.seed}" for p, r in zip(unit.runs, runs) if r is None]
+                self.failed += [f"{run.label} seed {run.seed}" for run, found in zip(unit.runs, runs) if found is None]
                 continue
             for planned, key, run in zip(unit.runs, unit.keys, runs):
                 self.used[key] = run
@@ -193,10 +203,7 @@ class Driver:
                 unit.owner.advance()
             else:
                 self.comparisons[unit.owner].advance(self.watch(unit.owner[1], self.comparisons[unit.owner]))
-        if self.failed:
-            self.stop_reason = f"{len(self.failed)} run(s) failed"
-            return False
-        return True
+        return not self.failed
 
     def _record(self, unit: Unit, runs: list[CachedRun]) -> None:
         if isinstance(unit.owner, Race):

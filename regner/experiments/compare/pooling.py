@@ -3,8 +3,8 @@ differences (method − none), so "does R-Drop help GlobalPointer in general" ha
 interval, and the interval widens when the datasets disagree.
 
 DerSimonian–Laird estimate of the between-dataset variance τ², inverse-variance weights 1/(vᵢ + τ²);
-the interval uses the Hartung–Knapp–Sidik–Jonkman variance with a t distribution on k − 1 degrees of
-freedom, which keeps its coverage with the two to five datasets a benchmark has (the plain normal
+the interval uses the Hartung–Knapp–Sidik–Jonkman variance (floored at the inverse-variance one: the ad
+hoc modification) with a t distribution on k − 1 degrees of freedom, which keeps its coverage with the two to five datasets a benchmark has (the plain normal
 interval is far too narrow there). Each dataset's vᵢ is its paired mean's squared standard error,
 sᵢ² / nᵢ.
 """
@@ -50,7 +50,10 @@ def random_effects(effects: list[tuple[float, float]], confidence: float = 0.95)
     tau2 = max(0.0, (q - (k - 1)) / c)
     w_star = [1.0 / (v + tau2) for _, v in effects]
     estimate = sum(wi * yi for wi, yi in zip(w_star, y)) / sum(w_star)
-    spread = sum(wi * (yi - estimate) ** 2 for wi, yi in zip(w_star, y)) / (k - 1)
+    # HKSJ scales the variance by the observed spread; the ad hoc floor max(1, ·) (Knapp & Hartung 2003;
+    # Röver, Knapp & Friede 2015) keeps it from falling below the inverse-variance one when a few datasets
+    # agree by chance (two datasets with near-equal means would otherwise give a near-zero interval)
+    spread = max(1.0, sum(wi * (yi - estimate) ** 2 for wi, yi in zip(w_star, y)) / (k - 1))
     se = math.sqrt(spread / sum(w_star))
     half = t_critical(k - 1, confidence) * se
     i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0

@@ -28,6 +28,12 @@ def mde_text(mde: float) -> str:
     return "> 100" if math.isfinite(mde) and mde >= 1 else points(mde, False)
 
 
+def bound_text(bound: float) -> str:
+    if not math.isfinite(bound):
+        return "—"
+    return "> ±100" if bound >= 1 else f"±{points(bound, False)}"
+
+
 def equivalence_bound(decision: Decision) -> float:
     """The smallest margin the row's data would call equivalent at its look's TOST level: no true
     difference larger than this (in either direction) is compatible with it at that level."""
@@ -188,7 +194,7 @@ def markdown(driver, preamble: str) -> str:
         for r in (r for r in table if r["dataset"] == dataset and r["regime"] == regime):
             lines.append(f"| {r['method']} | {r['strength'] or '—'} | {r['seeds']} | {points(r['delta'])} | "
                          f"[{points(r['ci'][0])}, {points(r['ci'][1])}] | {r['state']} | {r['reason']} | "
-                         f"{mde_text(r['mde'])} | ±{points(r['equivalence_bound'], False)} | "
+                         f"{mde_text(r['mde'])} | {bound_text(r['equivalence_bound'])} | "
                          f"{r['time_ratio']:.2f} |".replace("±—", "—").replace("| nan |", "| — |"))
         lines += ["", *(f"- {r['sentence']}" for r in table if r["dataset"] == dataset and r["regime"] == regime), ""]
     pooled = pooled_rows(driver)

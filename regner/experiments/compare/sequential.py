@@ -197,8 +197,8 @@ def decide(differences: list[float], design: Design, look: int, explain: bool = 
     equivalence_half = t_one_sided(df, equivalence_level) * se
     if -design.delta < mean - equivalence_half and mean + equivalence_half < design.delta:
         return Decision("equivalent", n, mean, sd, ci, mde, f"the {1 - 2 * equivalence_level:.4g} interval "
-                        f"[{mean - equivalence_half:+.4f}, {mean + equivalence_half:+.4f}] lies within "
-                        f"±{design.delta:g} (TOST)", details=details)
+                        f"[{100 * (mean - equivalence_half):+.2f}, {100 * (mean + equivalence_half):+.2f}] F1 points lies "
+                        f"within ±{100 * design.delta:.2f} (TOST)", details=details)
     needed = seeds_for_a_decision(mean, sd, design) if explain else None
     if last:
         return Decision("exhausted", n, mean, sd, ci, mde, f"no decision at the design's last look ({n} seeds)",
