@@ -88,20 +88,34 @@ def test_a_budget_stopped_then_interrupted_comparison_finishes_reusing_every_run
     assert losses[0] == losses[1]
 
 
-def test_another_comparison_in_the_same_directory_is_refused(tmp_path):
+def in_process(*args: str, capsys) -> tuple[int, str]:
+    """``regner compare ARGS`` in this process (no interpreter start): its exit code and stderr."""
+    from regner.cli import main
+
+    with pytest.raises(SystemExit) as end:
+        main(["compare", *args])
+    return end.value.code, capsys.readouterr().err
+
+
+def test_another_comparison_in_the_same_directory_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "cmp"
-    compare(f"out={out}", "budget.max_runs=2", *SMALL, cwd=tmp_path)
-    refused = compare(f"out={out}", "target_mde=0.05", *SMALL, cwd=tmp_path, check=False)
-    assert refused.returncode == 2 and "holds another comparison (changed: target_mde)" in refused.stderr
-    assert refused.stderr.count("\n") == 1  # one paragraph
+    code, _ = in_process(f"out={out}", "train=false", *SMALL, capsys=capsys)  # cache only: claims, trains nothing
+    assert code == 0 and (out / "comparison.yaml").is_file() and "would have been needed" in (out / "report.md").read_text()
+    code, stderr = in_process(f"out={out}", "train=false", "target_mde=0.05", *SMALL, capsys=capsys)
+    assert code == 2 and "holds another comparison (changed: target_mde)" in stderr
+    assert stderr.count("\n") == 1  # one paragraph
+    assert in_process(f"out={out}", "train=false", "budget.max_runs=3", *SMALL, capsys=capsys)[0] == 0  # a budget may change
 
 
 @pytest.mark.parametrize("args, message", [(["compare=nope"], "compare"), (["looks=[3,2]"], "looks:"),
                                            (["seeds=[1,2,101]", "tune.seeds=[101,102]"], "seeds:"),
                                            (["budget.max_run=3"], "budget.max_run"),
-                                           (["cache=[/no/such/dir]"], "cache: /no/such/dir does not exist")])
-def test_bad_input_is_one_paragraph_and_exit_code_2(tmp_path, args, message):
-    result = compare(f"out={tmp_path / 'cmp'}", *args, cwd=tmp_path, check=False)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "cmp" / "report.md").exists()
+                                           (["cache=[/no/such/dir]"], "cache: /no/such/dir does not exist"),
+                                           (["compare=cpu", "encoder_dir=/no/encoder"], "encoder_dir: /no/encoder")])
+def test_bad_input_is_one_paragraph_and_exit_code_2(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, stderr = in_process(f"out={tmp_path / 'cmp'}", *args, capsys=capsys)
+    assert code == 2, stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "cmp").exists()  # nothing written

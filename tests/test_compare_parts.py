@@ -301,3 +301,13 @@ def test_a_grid_extension_the_config_refuses_leaves_the_race_named(tmp_path):
     added = [arm for arm in race.arms.values() if arm.added]
     assert race.done and race.chosen == 2 and [a.value for a in added] == [4.0]
     assert added[0].dropped.startswith("the extension is not a valid value (alpha='alpha=4.0' is not valid")
+
+
+def test_no_method_is_better_than_a_none_that_collapsed(tmp_path):
+    index = RunIndex()
+    collapses = {("none", seed) for seed in (1, 2, 3, 4)}  # a's F1 − 0 on every seed: "better" by far
+    run = driver(tmp_path, index, FakeExecutor(index, {}, collapses), looks=[2, 4], seeds=[1, 2, 3, 4])
+    run.run()
+    decision = run.comparisons[("d", "r")].states["a"].decision
+    assert decision.state == "exhausted" and decision.n == 4
+    assert decision.reason.startswith("none collapsed on seed 1, 2, 3, 4: no verdict against it")

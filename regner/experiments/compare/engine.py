@@ -93,10 +93,12 @@ class Comparison:
         """Decide every open method at its next look, once the round's results are in ``results``.
 
         A method that collapsed on a seed it used is *unstable* (collapse is a verdict of its own, as in
-        the report; its F1 of 0 would otherwise swamp the mean). A method in ``watch`` (it collapsed in
-        another dataset of this regime) is not stopped as futile or equivalent before the last look: its
-        verdict must rest on as many seeds as the design allows, since a rare collapse is only seen by
-        running seeds. Returns whether any method is still open."""
+        the report; its F1 of 0 would otherwise swamp the mean). A method in ``watch`` (the driver's
+        collapse watch: a run of this regime collapsed) is not stopped as futile or equivalent before the
+        last look: its verdict must rest on as many seeds as the design allows, since a rare collapse is
+        only seen by running seeds. Where ``none`` itself collapsed on a seed used, no method is called
+        better or worse than it (such a difference would be none's failure, not the method's effect).
+        Returns whether any method is still open."""
         for state in self.states.values():
             if not state.open:
                 continue
@@ -104,16 +106,22 @@ class Comparison:
             n = self.design.looks[state.look]
             state.decision = decide(self.differences(state.name), self.design, state.look)
             collapsed = [s for s in self.seeds[:n] if self.results[(state.name, s)].collapsed]
+            baseline = [s for s in self.seeds[:n] if self.results[(BASELINE, s)].collapsed]
+            last = state.look == len(self.design.looks) - 1
             if collapsed:
                 decision = state.decision
                 decision.state = "unstable"
                 decision.reason = (f"collapsed (dev F1 below 0.05, or diverged) on {len(collapsed)} of {n} seeds "
                                    f"(seed {', '.join(map(str, collapsed))})")
-            elif (state.name in watch and state.decision.state in ("futile", "equivalent")
-                  and state.look < len(self.design.looks) - 1):
+            elif baseline and state.decision.state in ("better", "worse"):
                 state.decision.details["held_open"] = state.decision.state
-                state.decision.reason = (f"would be {state.decision.state}, but it collapsed in another dataset of "
-                                         f"this regime: it runs to the last look ({state.decision.reason})")
+                state.decision.reason = (f"none collapsed on seed {', '.join(map(str, baseline))}: no verdict against "
+                                         f"it ({state.decision.reason})")
+                state.decision.state = "exhausted" if last else "open"
+            elif state.name in watch and state.decision.state in ("futile", "equivalent") and not last:
+                state.decision.details["held_open"] = state.decision.state
+                state.decision.reason = (f"would be {state.decision.state}, but a run of this regime collapsed: it "
+                                         f"runs to the last look (collapse watch; {state.decision.reason})")
                 state.decision.state = "open"
             if state.decision.state != "open":
                 state.stopped_by = "decision"

@@ -23,7 +23,7 @@ from regner.experiments.compare.profile import CompareError, CompareProfile, loa
 
 # options of the invocation, not of the comparison: they may change between invocations on one directory
 INVOCATION_KEYS = ("out", "cache", "train", "dry_run", "progress", "budget", "description", "jobs",
-                   "jobs_per_device", "devices")
+                   "jobs_per_device", "devices", "encoder_dir")  # the encoder counts by its fingerprint
 
 
 def say(message: str) -> None:
@@ -111,9 +111,9 @@ def run_comparison(spec: dict, name: str) -> int:
                 for method in profile.methods.values():
                     for value in method.grid or [None]:
                         probe.key(probe.planned(dataset, regime, method.name, value, profile.seeds[0], "compare"))
+        index = gather(out, profile)  # a missing cache root is refused before the directory is claimed
         if not dry_run:
             claim(out, spec, profile)
-        index = gather(out, profile)
         ledger = Ledger(out) if not dry_run else None
         executor = None
         progress = _Progress(enabled=bool(spec.get("progress", True)) and not dry_run)
