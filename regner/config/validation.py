@@ -137,6 +137,13 @@ RULES: list[Rule] = [
     Rule("data.labels", "a list of entity type names", lambda v: isinstance(v, list) and all(isinstance(x, str) and x
                                                                                             for x in v), optional=True),
     integer("data.columns.token", -99, optional=True),
+    Rule("data.unlabeled", "a file or directory path (or null)", lambda v: isinstance(v, str) and bool(v), optional=True),
+    choice("data.unlabeled_format", "text", "cluener", "jsonl", "conll", "hf"),
+    boolean("data.unlabeled_from_train"),
+    boolean("data.unlabeled_dedup"),
+    integer("unlabeled.ratio", 0, 64),
+    integer("unlabeled.batch_size", 1, optional=True),
+    number("unlabeled.weight", 0.0),
     integer("data.columns.tag", -99, optional=True),
     # encoder (the tiny random BERT's sizes; a pretrained encoder brings its own)
     integer("encoder.hidden_size", 1),
@@ -286,9 +293,17 @@ def _check_regularizer(cfg: DictConfig) -> None:
     from regner.regularizers import instantiate_regularizer
 
     try:
-        instantiate_regularizer(cfg.regularizer)
+        regularizer = instantiate_regularizer(cfg.regularizer)
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - Hydra wraps the constructor's ValueError
         cause = err.__cause__ or err
         raise ConfigError("regularizer", cfg.regularizer.get("name"), str(cause).splitlines()[0]) from None
+    ratio = (cfg.get("unlabeled") or {}).get("ratio") or 0
+    if ratio and getattr(regularizer, "unlabeled_term", None) is None:
+        raise ConfigError("unlabeled.ratio", ratio, f"0 with regularizer={regularizer.name}",
+                          "Only a consistency regularizer uses unlabeled text: regularizer=rdrop or regularizer=vat")
+    data = cfg.get("data")
+    if ratio and data is not None and not data.get("unlabeled") and not data.get("unlabeled_from_train"):
+        raise ConfigError("unlabeled.ratio", ratio, "0 when there is no unlabeled text",
+                          "Give data.unlabeled=FILE, or data.unlabeled_from_train=true with data.max_train_samples=N")

@@ -24,11 +24,14 @@ class DataSplits:
     dev: list[Example]
     test: list[Example] | None
     labels: list[str]
+    unlabeled: list[str] | None = None  # texts for consistency training (data.unlabeled*)
 
     def summary(self) -> str:
         parts = [f"train {len(self.train)}", f"dev {len(self.dev)}"]
         if self.test is not None:
             parts.append(f"test {len(self.test)}")
+        if self.unlabeled is not None:
+            parts.append(f"unlabeled {len(self.unlabeled)}")
         return f"{self.name}: " + ", ".join(parts) + f"; {len(self.labels)} types: {', '.join(self.labels)}"
 
 
@@ -152,6 +155,7 @@ def load_splits(cfg: Any, base_dir: str | Path | None = None) -> DataSplits:
         raise DataError(f"the dev split of {name!r} is empty")
     if test is not None and not test:
         raise DataError(f"the test split of {name!r} is empty")
+    full_train = train
     train = _limit(train, _get(cfg, "max_train_samples"), "train", _get(cfg, "split_seed", 0))
     dev = _limit(dev, _get(cfg, "max_eval_samples"), "dev", _get(cfg, "split_seed", 0))
     if test is not None:
@@ -175,7 +179,36 @@ def load_splits(cfg: Any, base_dir: str | Path | None = None) -> DataSplits:
                     name, unknown)
     if not labels:
         raise DataError(f"the training split of {name!r} has no entities")
-    return DataSplits(name, train, dev, test, labels)
+    return DataSplits(name, train, dev, test, labels, _unlabeled(cfg, base, name, full_train, train, dev, test))
+
+
+def _unlabeled(cfg: Any, base: Path | None, name: str, full_train: list[Example], train: list[Example],
+               dev: list[Example], test: list[Example] | None) -> list[str] | None:
+    """The unlabeled texts (None when none are configured): ``data.unlabeled`` read without its labels,
+    and/or the training sentences ``max_train_samples`` left out (``data.unlabeled_from_train``)."""
+    from regner.data.unlabeled import deduplicate, read_unlabeled
+
+    path, from_train = _get(cfg, "unlabeled"), bool(_get(cfg, "unlabeled_from_train", False))
+    if not path and not from_train:
+        return None
+    texts: list[str] = []
+    if path:
+        resolved = _resolve(str(path), base)
+        texts += read_unlabeled(resolved if _get(cfg, "unlabeled_format", "text") != "hf" or Path(resolved).exists()
+                                else str(path), _get(cfg, "unlabeled_format", "text"), cfg)
+    if from_train:
+        if len(train) == len(full_train):
+            raise DataError("data.unlabeled_from_train=true takes the training sentences that data.max_train_samples "
+                            f"leaves out, but max_train_samples keeps all {len(full_train)} of {name!r}: set "
+                            "data.max_train_samples=N below that")
+        kept = {id(example) for example in train}
+        texts += [example.text for example in full_train if id(example) not in kept]
+    texts = deduplicate(texts, [e.text for e in dev + (test or [])], bool(_get(cfg, "unlabeled_dedup", True)), name)
+    if not texts:
+        raise DataError(f"no unlabeled text for {name!r} (data.unlabeled={path}, "
+                        f"data.unlabeled_from_train={from_train})")
+    log.info("%s: %d unlabeled text(s) for consistency training", name, len(texts))
+    return texts
 
 
 def _limit(examples: list[Example], limit: int | None, split: str, seed: int) -> list[Example]:

@@ -196,6 +196,21 @@ class Consistency(Regularizer):
         """``alpha`` × the ramp-up factor at this step."""
         return self.alpha * rampup_factor(step.global_step, self.rampup_steps)
 
+    #: the name of the label-free term (None: this regularizer has none and cannot use unlabeled text)
+    unlabeled_term: str | None = None
+
+    def consistency(self, step: TrainingStep) -> torch.Tensor:
+        """The consistency term alone, on a batch without labels (``step.targets`` is unused)."""
+        raise NotImplementedError
+
+    def unlabeled_step(self, step: TrainingStep, multiplier: float = 1.0) -> dict[str, torch.Tensor]:
+        """Semi-supervised: ``multiplier`` × the (ramped) weight × the consistency term of an unlabeled
+        batch, backpropagated onto the gradients of the labeled step (no CE: there is no label)."""
+        term = self.consistency(step)
+        loss = multiplier * self.weight(step) * term
+        step.backward(loss)
+        return {"loss": loss.detach(), f"unlabeled_{self.unlabeled_term}": term.detach()}
+
 
 class Adversarial(Regularizer):
     """A regularizer that adds passes after a clean backward, computed from the gradients it left.

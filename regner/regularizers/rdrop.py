@@ -17,6 +17,7 @@ from regner.regularizers.base import Consistency, TrainingStep
 
 class RDrop(Consistency):
     name = "rdrop"
+    unlabeled_term = "kl"
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
         ids = torch.cat((step.input_ids, step.input_ids))
@@ -29,3 +30,11 @@ class RDrop(Consistency):
         loss = ce + self.weight(step) * divergence
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "kl": divergence.detach()}
+
+    def consistency(self, step: TrainingStep) -> torch.Tensor:
+        """D(s1, s2) between two dropout samples of the batch (one forward of the doubled batch)."""
+        with step.autocast():
+            scores = step.model(torch.cat((step.input_ids, step.input_ids)),
+                                torch.cat((step.attention_mask, step.attention_mask)))
+        first, second = scores.chunk(2)
+        return step.kl(first, second, step.mask)

@@ -58,6 +58,7 @@ def adversarial_direction(
 
 class VAT(Consistency):
     name = "vat"
+    unlabeled_term = "vat_kl"
 
     def __init__(self, alpha: float = 100.0, epsilon: float = 0.05, xi: float = 1e-3, power_iterations: int = 1,
                  relative: bool = True, rampup_steps: int = 0, name: str | None = None):
@@ -71,16 +72,30 @@ class VAT(Consistency):
         with dropout.replay():
             clean = step.scores(inputs_embeds=embeds)
         ce = step.ce(clean)
-        base = embeds.detach()
-        keep = step.padding_mask(base).expand_as(base)
-        initial = torch.randn_like(base)
-        direction = self.direction(step, base, clean.detach(), initial, dropout, keep)
-        radius = self.epsilon * (per_sample_norm(base * keep) if self.relative else 1.0)
-        with dropout.replay():
-            adversarial = step.kl(clean.detach(), step.scores(inputs_embeds=embeds + radius * direction), step.mask)
+        adversarial = self._adversarial(step, embeds, clean.detach(), dropout)
         loss = ce + self.weight(step) * adversarial
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "vat_kl": adversarial.detach()}
+
+    def consistency(self, step: TrainingStep) -> torch.Tensor:
+        """The adversarial KL at the batch's own prediction (no label needed: Miyato et al.'s semi-supervised
+        use). The clean pass needs no gradient: it is only the reference."""
+        embeds = step.embed()
+        dropout = DropoutState(step.device)
+        with torch.no_grad(), dropout.replay():
+            clean = step.scores(inputs_embeds=embeds)
+        return self._adversarial(step, embeds, clean, dropout)
+
+    def _adversarial(self, step: TrainingStep, embeds: torch.Tensor, reference: torch.Tensor,
+                     dropout: DropoutState) -> torch.Tensor:
+        """D(reference, s(e + r_adv)) with the search and the adversarial pass on ``dropout``'s masks."""
+        base = embeds.detach()
+        keep = step.padding_mask(base).expand_as(base)
+        initial = torch.randn_like(base)
+        direction = self.direction(step, base, reference, initial, dropout, keep)
+        radius = self.epsilon * (per_sample_norm(base * keep) if self.relative else 1.0)
+        with dropout.replay():
+            return step.kl(reference, step.scores(inputs_embeds=embeds + radius * direction), step.mask)
 
     def direction(self, step: TrainingStep, base: torch.Tensor, reference: torch.Tensor, initial: torch.Tensor,
                   dropout: DropoutState, keep: torch.Tensor | None = None,

@@ -25,6 +25,8 @@ class TrainState:
     best_epoch: int = 0
     stale: int = 0
     stopped: bool = False  # early stopping decided: a resumed run must not train on
+    unlabeled_pass: int = 0  # the unlabeled stream's pass and position in it (semi-supervised runs)
+    unlabeled_position: int = 0
     sums: dict[str, float] = field(default_factory=dict)  # running sums of the epoch's logged terms
 
     @property

@@ -56,6 +56,7 @@ from regner.training.state import (
     set_rng_state,
 )
 from regner.training.summary import HEADLINE, format_per_type, run_metadata, warn_no_predictions
+from regner.training.unlabeled import build_stream, unlabeled_terms
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Trainer:
         self.callbacks.on_train_start(self)
         if self.dist.enabled:  # same init and data order on every rank, but each its own dropout/noise/VAT draws
             seed_everything((cfg.seed + RANK_SEED_STRIDE * self.dist.rank) % 2**32)
+        self.unlabeled = build_stream(self)  # None unless unlabeled.ratio > 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -181,6 +183,9 @@ class Trainer:
             grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0, epoch=self.state.epoch,
             global_step=self.state.global_step)
         terms = self.regularizer.step(step)
+        if self.unlabeled is not None:  # semi-supervised: the consistency term of μ unlabeled batches
+            extra = unlabeled_terms(self, step)
+            terms = {**terms, **{k: v for k, v in extra.items() if k != "loss"}, "loss": terms["loss"] + extra["loss"]}
         terms["loss"] = self.dist.average_gradients(self.parameters, terms["loss"])
         if self.tcfg.max_grad_norm:
             scaler.unscale_(self.optimizer)

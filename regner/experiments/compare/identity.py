@@ -23,10 +23,12 @@ from typing import Any
 RUN_ONLY = ("resume", "ckpt", "trainer.num_threads", "trainer.progress", "trainer.loggers", "trainer.mlflow",
             "trainer.log_every", "trainer.feature_cache", "trainer.num_workers", "trainer.save_every_steps",
             "trainer.resume", "encoder.missing_hint", "data.root")
-DATA_FILES = ("data.train", "data.dev", "data.test")
+DATA_FILES = ("data.train", "data.dev", "data.test", "data.unlabeled")
 # (section, key) → the value at which the key behaves as the code before it existed (runs made then lack
 # it), wherever under the section it is (a stacked regularizer's parts have their own)
-LEGACY: dict[tuple[str, str], Any] = {("regularizer", "rampup_steps"): 0}
+LEGACY: dict[tuple[str, str], Any] = {("regularizer", "rampup_steps"): 0, ("data", "unlabeled"): None,
+                                      ("data", "unlabeled_format"): "text", ("data", "unlabeled_from_train"): False,
+                                      ("data", "unlabeled_dedup"): True}
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 ENCODER_FILES = ("config.json", *WEIGHTS, "tokenizer.json", "vocab.txt")
 # A committed encoder directory keeps its fingerprint here instead of its weights.
@@ -115,7 +117,10 @@ def identity(config: dict, encoder_fingerprints: dict[str, str] | None = None) -
         path = _pop(tree, key)
         if path:
             digest = file_digest(path)
-            _set(tree, key, f"sha256:{digest}" if digest else f"missing:{Path(str(path)).name}")
+            if digest:
+                _set(tree, key, f"sha256:{digest}")
+            else:  # a directory (a saved dataset) is named by its path; a missing file by its name
+                _set(tree, key, str(path) if Path(str(path)).expanduser().is_dir() else f"missing:{Path(str(path)).name}")
     pretrained = _get(tree, "encoder.pretrained")
     if isinstance(pretrained, str) and pretrained:
         known = (encoder_fingerprints or {}).get(pretrained)
@@ -128,6 +133,8 @@ def identity(config: dict, encoder_fingerprints: dict[str, str] | None = None) -
             _set(tree, "encoder.pretrained", f"sha256:{known}" if not known.startswith("unknown:") else known)
     for (section, key), old in LEGACY.items():
         _drop_legacy(tree.get(section), key, old)
+    if not (tree.get("unlabeled") or {}).get("ratio"):  # supervised: how unlabeled text would be used is moot
+        tree.pop("unlabeled", None)
     return tree
 
 
