@@ -11,7 +11,7 @@ from .test_cli import regner
 
 
 @pytest.mark.parametrize("args,error,says", [
-    (["regularizer=doesnotexist"], ConfigError, "expected one of awp, fgm, gp, noise, none, pgd, rdrop"),
+    (["regularizer=doesnotexist"], ConfigError, "expected one of awp, fgm, gp, mean_teacher, noise, none, pgd, rdrop"),
     (["regularizer=rdorp"], ConfigError, "Did you mean rdrop?"),
     (["-m", "regularizer=rdrop,nope"], ConfigError, "regularizer='nope'"),
     (["data=cluner"], ConfigError, "Did you mean cluener?"),

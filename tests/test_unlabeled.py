@@ -163,3 +163,41 @@ def test_a_ratio_without_text_or_with_a_supervised_regularizer_is_refused(tmp_pa
     with pytest.raises(ConfigError, match="regularizer=fgm"):
         run_training(compose_config(*SETTINGS, "regularizer=fgm", f"data.unlabeled={unlabeled_file(tmp_path)}",
                                     "unlabeled.ratio=1"), tmp_path / "b")
+
+
+# -- mean teacher ---------------------------------------------------------------------------------------------
+def test_the_mean_teachers_teacher_is_the_closed_form_ema_of_the_students_weights(tmp_path, monkeypatch):
+    from regner.training.callbacks.ema import EMA
+
+    snapshots = []
+    original = EMA.on_step_end
+
+    def record(self, trainer):
+        snapshots.append([p.detach().clone() for p in self.params])  # θ_k after optimizer step k
+        original(self, trainer)
+
+    monkeypatch.setattr(EMA, "on_step_end", record)
+    cfg = compose_config(*SETTINGS, "trainer.max_epochs=1", "regularizer=mean_teacher", "regularizer.decay=0.8",
+                         f"data.unlabeled={unlabeled_file(tmp_path)}", "unlabeled.ratio=1")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
+    assert ema.evaluate and len(snapshots) == trainer.state.global_step == 10
+    initial = ema.state_dict()  # shadow after n steps: d^n θ0 + Σ_k (1 − d) d^(n−k) θ_k
+    d, n = 0.8, len(snapshots)
+    torch.manual_seed(0)
+    fresh = Trainer(cfg, tmp_path / "fresh")
+    fresh.setup()
+    theta0 = [p.detach().clone() for p in fresh.model.parameters() if p.requires_grad]
+    for name, start, shadow, *steps in zip(ema.names, theta0, initial["shadow"].values(), *snapshots):
+        expected = d ** n * start + sum((1 - d) * d ** (n - k) * steps[k - 1] for k in range(1, n + 1))
+        assert torch.allclose(shadow, expected, atol=1e-6), name
+    assert "unlabeled_mt_kl" in history(tmp_path / "run")[0]["train"]
+
+
+def test_mean_teacher_refuses_a_second_ema():
+    from regner.config.validation import validate_config
+    from regner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trainer.ema.decay"):
+        validate_config(compose_config("regularizer=mean_teacher", "trainer.ema.decay=0.9"))

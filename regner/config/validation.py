@@ -174,6 +174,8 @@ RULES: list[Rule] = [
     number("regularizer.step_size", 0.0, low_open=True),
     integer("regularizer.steps", 1),
     number("regularizer.gamma", 0.0),
+    number("regularizer.decay", 0.0, 1.0, low_open=True, high_open=True),
+    choice("regularizer.evaluate", "teacher", "student"),
     integer("regularizer.start_epoch", 1),
     integer("regularizer.rampup_steps", 0),
     # pretrain (regner pretrain)
@@ -299,10 +301,14 @@ def _check_regularizer(cfg: DictConfig) -> None:
     except Exception as err:  # noqa: BLE001 - Hydra wraps the constructor's ValueError
         cause = err.__cause__ or err
         raise ConfigError("regularizer", cfg.regularizer.get("name"), str(cause).splitlines()[0]) from None
+    ema = ((cfg.get("trainer") or {}).get("ema") or {}).get("decay")
+    if regularizer.name == "mean_teacher" and ema:
+        raise ConfigError("trainer.ema.decay", ema, "null with regularizer=mean_teacher",
+                          "The mean teacher is itself an EMA of the weights: set regularizer.decay instead")
     ratio = (cfg.get("unlabeled") or {}).get("ratio") or 0
     if ratio and getattr(regularizer, "unlabeled_term", None) is None:
         raise ConfigError("unlabeled.ratio", ratio, f"0 with regularizer={regularizer.name}",
-                          "Only a consistency regularizer uses unlabeled text: regularizer=rdrop or regularizer=vat")
+                          "Only a consistency regularizer uses unlabeled text: regularizer=rdrop, vat or mean_teacher")
     data = cfg.get("data")
     if ratio and data is not None and not data.get("unlabeled") and not data.get("unlabeled_from_train"):
         raise ConfigError("unlabeled.ratio", ratio, "0 when there is no unlabeled text",

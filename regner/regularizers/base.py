@@ -41,6 +41,8 @@ class TrainingStep:
     grad_scale: float = 1.0  # loss scale applied by ``backward`` (fp16 GradScaler), 1 otherwise
     epoch: int = 1  # the training epoch this step belongs to (1-based), for schedules such as AWP's start_epoch
     global_step: int = 0  # optimizer steps taken before this one, for schedules such as a consistency ramp-up
+    # a context in which the model holds a teacher's weights (mean teacher: the EMA), None where there is none
+    teacher: Callable[[], contextlib.AbstractContextManager] | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:

@@ -122,7 +122,7 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, self.steps_per_epoch * tcfg.max_epochs, tcfg.warmup_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=tcfg.precision == "fp16")
         self.compiled = bool(tcfg.get("compile")) and self._compile()
-        self.callbacks = build_callbacks(tcfg)
+        self.callbacks = build_callbacks(tcfg, self.regularizer)
         self.callbacks.on_train_start(self)
         if self.dist.enabled:  # same init and data order on every rank, but each its own dropout/noise/VAT draws
             seed_everything((cfg.seed + RANK_SEED_STRIDE * self.dist.rank) % 2**32)
@@ -181,7 +181,7 @@ class Trainer:
             model=self.model, batch=batch, targets=batch["spans"], mask=span_mask(batch["token_mask"]), kl=self.kl,
             backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
             grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0, epoch=self.state.epoch,
-            global_step=self.state.global_step)
+            global_step=self.state.global_step, teacher=self.callbacks.teacher)
         terms = self.regularizer.step(step)
         if self.unlabeled is not None:  # semi-supervised: the consistency term of μ unlabeled batches
             extra = unlabeled_terms(self, step)

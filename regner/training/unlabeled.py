@@ -75,7 +75,7 @@ def build_stream(trainer) -> UnlabeledStream | None:
                           "Give data.unlabeled=FILE, or data.unlabeled_from_train=true with data.max_train_samples=N")
     if getattr(trainer.regularizer, "unlabeled_term", None) is None:
         raise ConfigError("unlabeled.ratio", ratio, f"0 with regularizer={trainer.regularizer.name}",
-                          "Only a consistency regularizer uses unlabeled text: regularizer=rdrop or regularizer=vat")
+                          "Only a consistency regularizer uses unlabeled text: regularizer=rdrop, vat or mean_teacher")
     encoded = encode_split("unlabeled", [Example(text, [], f"unlabeled:{i + 1}") for i, text in enumerate(texts)],
                            trainer.tokenizer, trainer.label2id, cfg.data, cfg.trainer.get("feature_cache"),
                            trainer.show_progress)
@@ -95,7 +95,8 @@ def unlabeled_terms(trainer, labeled: TrainingStep) -> dict[str, torch.Tensor]:
         batch = to_device(trainer.unlabeled.next_batch(), trainer.device)
         step = TrainingStep(model=trainer.model, batch=batch, targets=None, mask=span_mask(batch["token_mask"]),
                             kl=labeled.kl, backward=labeled.backward, autocast=labeled.autocast,
-                            grad_scale=labeled.grad_scale, epoch=labeled.epoch, global_step=labeled.global_step)
+                            grad_scale=labeled.grad_scale, epoch=labeled.epoch, global_step=labeled.global_step,
+                            teacher=labeled.teacher)
         for key, value in trainer.regularizer.unlabeled_step(step, multiplier).items():
             total[key] = total[key] + value if key in total else value
     return total

@@ -9,15 +9,21 @@ from typing import Any
 from regner.training.callbacks.base import Callback, Callbacks
 
 
-def build_callbacks(tcfg: Any) -> Callbacks:
-    """The callbacks the ``trainer`` config asks for."""
+def build_callbacks(tcfg: Any, regularizer: Any = None) -> Callbacks:
+    """The callbacks the ``trainer`` config asks for; a mean teacher's EMA (its ``decay``) too."""
+    from regner.errors import ConfigError
     from regner.training.callbacks.loggers import build_loggers
 
     callbacks: list[Callback] = []
     ema = tcfg.get("ema") or {}
-    if ema.get("decay"):
+    teacher_decay = getattr(regularizer, "decay", None) if getattr(regularizer, "name", "") == "mean_teacher" else None
+    if ema.get("decay") and teacher_decay:
+        raise ConfigError("trainer.ema.decay", ema["decay"], "null with regularizer=mean_teacher",
+                          "The mean teacher is itself an EMA of the weights: set regularizer.decay instead")
+    if ema.get("decay") or teacher_decay:
         from regner.training.callbacks.ema import EMA
 
-        callbacks.append(EMA(float(ema["decay"])))
+        callbacks.append(EMA(float(ema.get("decay") or teacher_decay),
+                             evaluate=teacher_decay is None or regularizer.evaluate == "teacher"))
     callbacks.extend(build_loggers(tcfg))  # after EMA: the loggers see what the evaluation saw
     return Callbacks(callbacks)

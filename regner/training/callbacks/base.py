@@ -89,6 +89,11 @@ class Callbacks:
         for callback in self.callbacks:
             callback.on_evaluate(trainer, record)
 
+    @property
+    def teacher(self):
+        """The context of a teacher's weights (the EMA callback's), or None."""
+        return next((c.teacher for c in self.callbacks if hasattr(c, "teacher")), None)
+
     def state_dict(self) -> dict[str, Any]:
         return {callback.name: callback.state_dict() for callback in self.callbacks}
 

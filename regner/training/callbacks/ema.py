@@ -24,10 +24,10 @@ from regner.training.callbacks.base import Callback
 class EMA(Callback):
     name = "ema"
 
-    def __init__(self, decay: float):
+    def __init__(self, decay: float, evaluate: bool = True):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.evaluate = decay, evaluate  # evaluate: dev/test and the checkpoint use the average
         self.names: list[str] = []
         self.params: list[torch.nn.Parameter] = []
         self.shadow: list[torch.Tensor] = []
@@ -60,6 +60,10 @@ class EMA(Callback):
                 torch._foreach_copy_([p.data for p in self.params], raw)
 
     def evaluation_weights(self, trainer: Any):
+        return self.swapped() if self.evaluate else contextlib.nullcontext()
+
+    def teacher(self) -> contextlib.AbstractContextManager:
+        """The averaged weights as a teacher (mean teacher): the model holds them inside."""
         return self.swapped()
 
     def state_dict(self) -> dict[str, Any]:
