@@ -184,7 +184,7 @@ def test_predict_help_and_version():
 def test_train_help_lists_groups_and_main_keys():
     result = regner("train", "--help", cwd=Path.cwd())
     assert result.returncode == 0
-    for needle in ("regularizer: awp, fgm, gp, noise, none, pgd, rdrop, rdrop_fgm, stack, vat", "trainer.patience=3", "trainer.num_threads",
+    for needle in ("regularizer: awp, fgm, gp, mean_teacher, noise, none, pgd, rdrop, rdrop_fgm, stack, vat", "trainer.patience=3", "trainer.num_threads",
                    "alpha=1.0", "resume=RUN_DIR"):
         assert needle in result.stdout, needle
 

@@ -201,3 +201,23 @@ def test_mean_teacher_refuses_a_second_ema():
 
     with pytest.raises(ConfigError, match="trainer.ema.decay"):
         validate_config(compose_config("regularizer=mean_teacher", "trainer.ema.decay=0.9"))
+
+
+def test_semi_supervised_training_through_the_cli_with_a_plain_text_file(tmp_path):
+    import subprocess
+    import sys
+
+    texts = unlabeled_file(tmp_path)
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "regner", "train", "regularizer=rdrop", f"data.unlabeled={texts}",
+                             "unlabeled.ratio=2", "data.train_size=160", "data.dev_size=40", "data.test_size=40",
+                             "trainer.max_epochs=1", "trainer.progress=false", f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "40 unlabeled text(s) for consistency training" in result.stderr
+    assert "semi-supervised: 2 unlabeled batch(es) of 32 per labeled batch, from 40 windows" in result.stderr
+    assert "unlabeled_kl" in history(run_dir)[0]["train"]
+    assert json.loads((run_dir / "metrics.json").read_text())["dev"]["f1"] > 0
+    bad = subprocess.run([sys.executable, "-m", "regner", "train", "regularizer=rdrop", "unlabeled.ratio=1",
+                          f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "unlabeled.ratio=1 is not valid" in bad.stderr and "Traceback" not in bad.stderr

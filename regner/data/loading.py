@@ -193,9 +193,9 @@ def _unlabeled(cfg: Any, base: Path | None, name: str, full_train: list[Example]
         return None
     texts: list[str] = []
     if path:
-        resolved = _resolve(str(path), base)
-        texts += read_unlabeled(resolved if _get(cfg, "unlabeled_format", "text") != "hf" or Path(resolved).exists()
-                                else str(path), _get(cfg, "unlabeled_format", "text"), cfg)
+        fmt, resolved = _get(cfg, "unlabeled_format", "text"), _resolve(str(path), base)
+        source = resolved if fmt != "hf" or Path(resolved).exists() else str(path)  # hf: a hub id stays an id
+        texts += read_unlabeled(source, fmt, cfg)
     if from_train:
         if len(train) == len(full_train):
             raise DataError("data.unlabeled_from_train=true takes the training sentences that data.max_train_samples "

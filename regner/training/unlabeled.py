@@ -24,6 +24,7 @@ from regner.regularizers.base import TrainingStep
 log = logging.getLogger(__name__)
 
 STREAM_SEED = 0x5EED  # mixed into the run's seed: the stream's draws are its own
+RANK_STRIDE = 7919  # data parallel: rank r's stream is seeded seed + r · stride
 
 
 class UnlabeledStream:
@@ -83,7 +84,9 @@ def build_stream(trainer) -> UnlabeledStream | None:
     log.info("semi-supervised: %d unlabeled batch(es) of %d per labeled batch, from %d windows, consistency weight "
              "× %g (%s)", ratio, batch_size, len(encoded.windows), float(section.get("weight", 1.0)),
              trainer.regularizer.unlabeled_term)
-    return UnlabeledStream(encoded.windows, batch_size, int(cfg.seed), trainer.pad_id, lambda: trainer.state)
+    # data parallel: each rank its own unlabeled batches (its own stream), positions kept alike in the state
+    seed = int(cfg.seed) + RANK_STRIDE * trainer.dist.rank
+    return UnlabeledStream(encoded.windows, batch_size, seed, trainer.pad_id, lambda: trainer.state)
 
 
 def unlabeled_terms(trainer, labeled: TrainingStep) -> dict[str, torch.Tensor]:
