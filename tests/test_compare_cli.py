@@ -67,6 +67,7 @@ def test_a_budget_stopped_then_interrupted_comparison_finishes_reusing_every_run
     assert {r["state"] for r in summary["rows"]} <= {"better", "worse", "equivalent", "futile", "exhausted", "unstable"}
     report = (out / "report.md").read_text()
     assert "(finished)" in report
+    assert "| demo | tiny | rdrop | alpha=" in report and "**chosen** (best mean dev F1" in report  # the racing
     for row in summary["rows"]:  # every verdict sentence carries the row's own numbers
         assert row["sentence"] in report and points(row["delta"]) in row["sentence"]
         assert f"{row['seeds']} seeds" in row["sentence"] or row["state"] == "unstable"

@@ -162,18 +162,20 @@ def design_text(driver) -> str:
 
 
 def race_lines(driver) -> list[str]:
+    """The racing table: every value each method raced, its seeds, mean dev F1 and why it left the race."""
     lines = ["| dataset | regime | method | value | seeds | mean dev F1 | status |", "|---|---|---|---|---|---|---|"]
     notes = []
     for (dataset, regime, method), race in driver.races.items():
         for value, arm in race.arms.items():
-            seeds = sorted(arm.scores)
-            mean = statistics.fmean(arm.scores.values()) if arm.scores else math.nan
-            status = ("**chosen**" + (f" ({race.reason})" if race.reason else "")) if race.done and value == race.chosen \
-                else (f"dropped: {arm.dropped}" if arm.dropped else ("in the race" if not race.done else "survived"))
-            lines.append(f"| {dataset} | {regime} | {method} | {race.method.key}={value_label(value)}"
-                         f"{' (extension)' if arm.added else ''} | {len(seeds)} | "
-                         f"{mean:.4f} | {status} |" if arm.scores else
-                         f"| {dataset} | {regime} | {method} | {race.method.key}={value_label(value)} | 0 | — | {status} |")
+            label = f"{race.method.key}={value_label(value)}{' (extension)' if arm.added else ''}"
+            mean = f"{statistics.fmean(arm.scores.values()):.4f}" if arm.scores else "—"
+            if race.done and value == race.chosen:
+                status = "**chosen**" + (f" ({race.reason})" if race.reason else "")
+            elif arm.dropped:
+                status = f"dropped: {arm.dropped}"
+            else:
+                status = "survived" if race.done else "in the race"
+            lines.append(f"| {dataset} | {regime} | {method} | {label} | {len(arm.scores)} | {mean} | {status} |")
         notes += [f"- {method} ({dataset}, {regime}): {note}." for note in race.notes]
     return lines + ([""] + notes if notes else [])
 
