@@ -311,3 +311,16 @@ def test_no_method_is_better_than_a_none_that_collapsed(tmp_path):
     decision = run.comparisons[("d", "r")].states["a"].decision
     assert decision.state == "exhausted" and decision.n == 4
     assert decision.reason.startswith("none collapsed on seed 1, 2, 3, 4: no verdict against it")
+
+
+def test_a_run_directory_started_for_another_run_is_never_resumed_for_this_one(tmp_path):
+    from regner.experiments.compare.execution import claimed_for
+
+    run = driver(tmp_path, RunIndex(), None)
+    planned = run.planned("d", "r", "b", None, 1, "compare")
+    first = run.directory(planned, "key-a")
+    first.mkdir(parents=True)
+    claimed_for(first).write_text("key-a\n")  # an interrupted run of key-a: no identity.sha256 yet
+    assert run.directory(planned, "key-a") == first  # the same run continues there
+    other = run.directory(planned, "key-b")
+    assert other != first and other.name == "seed-1-2"

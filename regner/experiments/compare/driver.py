@@ -25,7 +25,7 @@ from regner.errors import UserError
 from regner.experiments.benchmark.profile import method_overrides
 from regner.experiments.compare.cache import CachedRun, RunIndex
 from regner.experiments.compare.engine import BASELINE, Comparison, Result
-from regner.experiments.compare.execution import Executor, Task
+from regner.experiments.compare.execution import Executor, Task, claimed_for
 from regner.experiments.compare.planned import Composer, Planned
 from regner.experiments.compare.profile import CompareProfile
 from regner.experiments.compare.racing import Race
@@ -89,9 +89,9 @@ class Driver:
         """``out/runs/<stage>/<label>/seed-N``; a directory that holds a different run gets a suffix."""
         root = self.out / "runs" / planned.stage / planned.label
         candidate, n = root / f"seed-{planned.seed}", 1
-        while candidate.exists():
-            recorded = candidate / "identity.sha256"
-            if not recorded.exists() or recorded.read_text(encoding="utf-8").strip() == key:
+        while candidate.exists() or claimed_for(candidate).exists():
+            records = [p for p in (candidate / "identity.sha256", claimed_for(candidate)) if p.exists()]
+            if not records or all(p.read_text(encoding="utf-8").strip() == key for p in records):
                 return candidate
             n += 1
             candidate = root / f"seed-{planned.seed}-{n}"

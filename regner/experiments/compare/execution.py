@@ -90,6 +90,11 @@ class Slot:
     started: float = 0.0
 
 
+def claimed_for(directory: Path) -> Path:
+    """``seed-N.key`` beside run directory ``seed-N``: the identity of the run started there."""
+    return directory.with_name(directory.name + ".key")
+
+
 def gpu_free_mb(device: str) -> float | None:
     """Free memory of GPU ``device`` from nvidia-smi (None where it cannot be asked)."""
     try:
@@ -160,6 +165,8 @@ class Executor:
         log.write(f"$ {shlex.join(['regner', *command])}\n")
         log.flush()
         task.directory.parent.mkdir(parents=True, exist_ok=True)
+        # which run this directory is for, beside it (the run directory itself must be Hydra's to create)
+        claimed_for(task.directory).write_text(task.key + "\n", encoding="utf-8")
         if slot.worker is None or not slot.worker.alive():
             slot.worker = Worker(self.threads, slot.device, log)
         slot.running, slot.started = task, time.time()
