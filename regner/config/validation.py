@@ -305,6 +305,11 @@ def _check_regularizer(cfg: DictConfig) -> None:
     if regularizer.name == "mean_teacher" and ema:
         raise ConfigError("trainer.ema.decay", ema, "null with regularizer=mean_teacher",
                           "The mean teacher is itself an EMA of the weights: set regularizer.decay instead")
+    check_unlabeled(cfg, regularizer)
+
+
+def check_unlabeled(cfg: DictConfig, regularizer) -> None:
+    """``unlabeled.ratio`` > 0 needs unlabeled text and a regularizer with a label-free term."""
     ratio = (cfg.get("unlabeled") or {}).get("ratio") or 0
     if ratio and getattr(regularizer, "unlabeled_term", None) is None:
         raise ConfigError("unlabeled.ratio", ratio, f"0 with regularizer={regularizer.name}",

@@ -46,7 +46,7 @@ def open_lines(path: str | Path, encoding: str = "utf-8", key: str = "data.encod
         yield number, line.rstrip("\r\n")
 
 
-def _json_object(path: Path, number: int, line: str) -> dict:
+def json_object(path: Path, number: int, line: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
@@ -91,7 +91,7 @@ def _read_json_lines(path: str | Path, entities_of, encoding: str = "utf-8") -> 
     for number, line in open_lines(path, encoding):
         if not line.strip():
             continue
-        record = _json_object(path, number, line)
+        record = json_object(path, number, line)
         text = record["text"]
         entities = set(entities_of(record, text, path, number))
         examples.append(Example(text, sorted(entities), f"{path}:{number}"))

@@ -11,13 +11,12 @@ extra file.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from regner.data.errors import DataError
-from regner.data.readers import open_lines, token_text
+from regner.data.readers import json_object, open_lines, token_text
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +28,8 @@ def _texts_of_lines(path: Path, encoding: str) -> list[str]:
 
 
 def _texts_of_json_lines(path: Path, encoding: str) -> list[str]:
-    texts = []
-    for number, line in open_lines(path, encoding):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", str(path), number) from None
-        text = record.get("text") if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            raise DataError('expected a JSON object with a string "text" field (its labels are not read)', str(path),
-                            number)
-        if text.strip():
-            texts.append(text)
-    return texts
+    records = (json_object(path, number, line) for number, line in open_lines(path, encoding) if line.strip())
+    return [record["text"] for record in records if record["text"].strip()]  # only "text" is read
 
 
 def _texts_of_conll(path: Path, encoding: str, token_column: int, strip_position_digits: bool) -> list[str]:

@@ -14,9 +14,9 @@ import logging
 
 import torch
 
+from regner.config.validation import check_unlabeled
 from regner.data.batching import collate
 from regner.data.types import Example
-from regner.errors import ConfigError
 from regner.inference.evaluation import encode_split, to_device
 from regner.model.head import span_mask
 from regner.regularizers.base import TrainingStep
@@ -71,12 +71,7 @@ def build_stream(trainer) -> UnlabeledStream | None:
             log.warning("%d unlabeled text(s) read but unlabeled.ratio=0: supervised training, they are not used",
                         len(texts))
         return None
-    if not texts:
-        raise ConfigError("unlabeled.ratio", ratio, "0 when there is no unlabeled text",
-                          "Give data.unlabeled=FILE, or data.unlabeled_from_train=true with data.max_train_samples=N")
-    if getattr(trainer.regularizer, "unlabeled_term", None) is None:
-        raise ConfigError("unlabeled.ratio", ratio, f"0 with regularizer={trainer.regularizer.name}",
-                          "Only a consistency regularizer uses unlabeled text: regularizer=rdrop, vat or mean_teacher")
+    check_unlabeled(cfg, trainer.regularizer)  # as validate_config does (a Trainer may be built without it)
     encoded = encode_split("unlabeled", [Example(text, [], f"unlabeled:{i + 1}") for i, text in enumerate(texts)],
                            trainer.tokenizer, trainer.label2id, cfg.data, cfg.trainer.get("feature_cache"),
                            trainer.show_progress)

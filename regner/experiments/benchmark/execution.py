@@ -4,7 +4,6 @@ pruning of what finished runs do not need, and the wall-time ledger."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shlex
 import shutil
@@ -19,6 +18,7 @@ import yaml
 
 from regner.experiments.benchmark.profile import REPO, Job, Profile, ProfileError, preset_yaml, profile_spec
 from regner.experiments.benchmark.runs import pending_jobs, read_json, run_dir, run_state
+from regner.experiments.compare.identity import encoder_files_digest
 
 
 def write_presets(out: Path, jobs: list[Job]) -> Path:
@@ -59,10 +59,11 @@ def recover(directories: list[Path], threads: int, say, log_path: Path) -> None:
             with log_path.open("a", encoding="utf-8") as log:
                 log.write(f"$ {shlex.join(['regner', *command[3:]])}\n")
                 log.flush()
-                subprocess.run(command, env=_thread_env(threads), stdout=log, stderr=subprocess.STDOUT)
+                subprocess.run(command, env=thread_env(threads), stdout=log, stderr=subprocess.STDOUT)
 
 
-def _thread_env(threads: int) -> dict[str, str]:
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a training process: ``threads`` CPU threads, and offline (no hub download)."""
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1"}
 
@@ -124,7 +125,7 @@ def run_sweep(command: list[str], log_path: Path, threads: int, progress: Progre
         log.write(f"$ {shlex.join(['regner', *command[3:]])}\n")
         log.flush()
         # Its own process group, so that an interrupt reaches every joblib worker: each saves its state and stops.
-        process = subprocess.Popen(command, env=_thread_env(threads), stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, env=thread_env(threads), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         stop = threading.Event()
 
@@ -178,17 +179,7 @@ def encoder_fingerprint(encoder: str | None) -> str:
     """sha256 of the encoder directory's config, weights and tokenizer: a benchmark continued in
     another session must fine-tune the very same encoder (``make pretrain`` reruns give it bit for bit
     on the same machine type, and this checks it)."""
-    if not encoder:
-        return "none"
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "vocab.txt"):
-        path = Path(encoder) / name
-        if path.exists():
-            digest.update(name.encode())
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    return encoder_files_digest(Path(encoder)) if encoder else "none"
 
 
 # Heavy files a finished benchmark run does not need (the report reads metrics.json, status.json and

@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 
 from regner.experiments.compare.identity import identity_key
+from regner.experiments.report.records import COLLAPSE_F1  # a run below this dev F1 learned nothing
 from regner.runs.archive import ARCHIVE, read, run_directories
 
 log = logging.getLogger("regner")
-COLLAPSE_F1 = 0.05  # as the report: a run below this dev F1 learned nothing
 IDENTITY_FILE = "identity.sha256"  # written by the comparison into each run it launches
 
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regner.experiments.benchmark.execution import PRUNED  # what a finished run does not need (disk)
+from regner.experiments.benchmark.execution import thread_env as benchmark_thread_env
 from regner.experiments.benchmark.runs import run_state
 from regner.experiments.compare.cache import IDENTITY_FILE, CachedRun, RunIndex
 from regner.experiments.compare.planned import Planned
 
 CUDA_CONTEXT_MB = 1024.0  # what a process's CUDA context takes beside its tensors
-PRUNED = ("checkpoint", "last")  # what a finished run of a comparison does not need (disk)
 
 
 @dataclass
@@ -128,8 +129,8 @@ def may_start(slot: Slot, slots: list[Slot], method: str, peaks: dict[str, float
 
 
 def thread_env(threads: int, device: str) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+    """The benchmark's training environment (threads, offline), on GPU ``device`` where it is one."""
+    env = benchmark_thread_env(threads)
     if device != "cpu":
         env["CUDA_VISIBLE_DEVICES"] = device
     return env

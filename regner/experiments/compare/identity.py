@@ -75,12 +75,27 @@ def file_digest(path: str | Path) -> str | None:
         return None
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _file_digests:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _file_digests[key] = digest.hexdigest()
+        _file_digests[key] = _hash_file(hashlib.sha256(), path).hexdigest()
     return _file_digests[key]
+
+
+def _hash_file(digest, path: Path):
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
+def encoder_files_digest(directory: Path) -> str:
+    """sha256 over the encoder files ``directory`` holds (config, weights, tokenizer), each named first:
+    the fingerprint a benchmark records and a comparison's cache keys on."""
+    digest = hashlib.sha256()
+    for name in ENCODER_FILES:
+        path = directory / name
+        if path.is_file():
+            digest.update(name.encode())
+            _hash_file(digest, path)
+    return digest.hexdigest()
 
 
 def encoder_fingerprint(directory: str | Path | None) -> str | None:
@@ -95,15 +110,7 @@ def encoder_fingerprint(directory: str | Path | None) -> str | None:
         if recorded.is_file():
             return recorded.read_text(encoding="utf-8").split()[0]
         return None
-    digest = hashlib.sha256()
-    for name in ENCODER_FILES:
-        path = directory / name
-        if path.is_file():
-            digest.update(name.encode())
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    return encoder_files_digest(directory)
 
 
 def identity(config: dict, encoder_fingerprints: dict[str, str] | None = None) -> dict:

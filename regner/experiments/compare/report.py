@@ -180,10 +180,10 @@ def race_lines(driver) -> list[str]:
     return lines + ([""] + notes if notes else [])
 
 
-def markdown(driver, preamble: str) -> str:
+def markdown(driver, preamble: str, table: list[dict], pooled: list[dict]) -> str:
+    """The report; ``table`` and ``pooled`` are :func:`rows` and :func:`pooled_rows` of ``driver``."""
     p = driver.profile
     lines = [f"# Comparison `{p.name}`", "", preamble, "", "## Design", "", design_text(driver), ""]
-    table = rows(driver)
     lines += ["## Verdicts", "", "Δ is method − none in F1 points on the judged split (test where the dataset has "
               "one, else dev), per shared seed, averaged; the interval is the usual unadjusted 95 % one (the verdict "
               "uses the look's spent level); the equivalence bound is the largest difference the data cannot rule "
@@ -199,7 +199,6 @@ def markdown(driver, preamble: str) -> str:
                          f"{mde_text(r['mde'])} | {bound_text(r['equivalence_bound'])} | "
                          f"{r['time_ratio']:.2f} |".replace("±—", "—").replace("| nan |", "| — |"))
         lines += ["", *(f"- {r['sentence']}" for r in table if r["dataset"] == dataset and r["regime"] == regime), ""]
-    pooled = pooled_rows(driver)
     if pooled:
         lines += ["## Across datasets", "", "A random-effects meta-analysis (DerSimonian–Laird τ², "
                   "Hartung–Knapp–Sidik–Jonkman interval on k − 1 degrees of freedom) of each dataset's paired mean "
@@ -218,7 +217,7 @@ def markdown(driver, preamble: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def summary(driver) -> dict:
+def summary(driver, table: list[dict], pooled: list[dict]) -> dict:
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -230,7 +229,7 @@ def summary(driver) -> dict:
 
     return clean({"profile": driver.profile.name, "runs_used": len(driver.used), "trained": driver.trained,
                   "runs_used_by_stage": {stage: driver.used_in(stage) for stage in ("tune", "compare")},
-                  "rows": rows(driver), "pooled": pooled_rows(driver),
+                  "rows": table, "pooled": pooled,
                   "chosen": [{"dataset": d, "regime": r, "method": m, "value": race.chosen, "reason": race.reason}
                              for (d, r, m), race in driver.races.items()],
                   "missing": driver.missing, "failed": driver.failed})
@@ -239,5 +238,7 @@ def summary(driver) -> dict:
 def write(driver, preamble: str) -> None:
     from regner.runs.io import atomic_write_text
 
-    atomic_write_text(driver.out / "report.md", markdown(driver, preamble))
-    atomic_write_text(driver.out / "summary.json", json.dumps(summary(driver), indent=2, ensure_ascii=False) + "\n")
+    table, pooled = rows(driver), pooled_rows(driver)  # once for both files
+    atomic_write_text(driver.out / "report.md", markdown(driver, preamble, table, pooled))
+    atomic_write_text(driver.out / "summary.json",
+                      json.dumps(summary(driver, table, pooled), indent=2, ensure_ascii=False) + "\n")
