@@ -44,6 +44,7 @@ from regner.regularizers.base import TrainingStep  # noqa: E402
 from regner.regularizers.fgm import FGM  # noqa: E402
 from regner.regularizers.gp import GradientPenalty  # noqa: E402
 from regner.regularizers.kl import KL_VARIANTS, globalpointer_kl  # noqa: E402
+from regner.regularizers.mean_teacher import MeanTeacher  # noqa: E402
 from regner.regularizers.noise import GaussianNoise  # noqa: E402
 from regner.regularizers.none import NoRegularizer  # noqa: E402
 from regner.regularizers.pgd import PGD  # noqa: E402
@@ -68,6 +69,21 @@ REGULARIZERS = {"none": (NoRegularizer, False, "globalpointer"), "rdrop": (RDrop
                 "none+ema": (NoRegularizer, True, "globalpointer"), "fgm+ema": (FGM, True, "globalpointer"),
                 "rdrop/softmax": (RDrop, False, "softmax"), "vat/softmax": (VAT, False, "softmax")}
 DEFAULT_ROWS = [name for name in REGULARIZERS if "/" not in name]
+# Semi-supervised rows, "<method>+u<μ>": the labeled step of <method> plus μ unlabeled batches of the same size
+# through its consistency term (mean_teacher: its EMA teacher, updated every step). `--regularizers semi` = these.
+SEMI_RATIOS = (1, 3, 7)
+SEMI_METHODS = {"rdrop": RDrop, "vat": VAT, "mean_teacher": MeanTeacher}
+for _method, _factory in SEMI_METHODS.items():
+    if _method == "mean_teacher":
+        REGULARIZERS[_method] = (_factory, True, "globalpointer")
+    for _ratio in SEMI_RATIOS:
+        REGULARIZERS[f"{_method}+u{_ratio}"] = (_factory, _method == "mean_teacher", "globalpointer")
+SEMI_ROWS = ["none", *(f"{m}{suffix}" for m in SEMI_METHODS for suffix in ("", *(f"+u{r}" for r in SEMI_RATIOS)))]
+
+
+def unlabeled_ratio(name: str) -> int:
+    """μ of a row name ("vat+u3" → 3; 0 for a supervised row)."""
+    return int(name.rsplit("+u", 1)[1]) if "+u" in name else 0
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
 VOCAB, TYPES, HEAD_SIZE = 21128, 10, 64
 
@@ -86,11 +102,11 @@ def encoder_shape(name: str) -> tuple[dict, int]:
 
 
 def make_batches(batch_size: int, count: int, device: torch.device, seed: int = 0,
-                 vocab: int = VOCAB) -> list[dict[str, torch.Tensor]]:
+                 vocab: int = VOCAB, lengths: tuple[int, int] = (20, 50)) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    batches = []
+    lengths_range, batches = lengths, []
     for _ in range(count):
-        lengths = torch.randint(20, 51, (batch_size,), generator=g) + 2
+        lengths = torch.randint(lengths_range[0], lengths_range[1] + 1, (batch_size,), generator=g) + 2
         length = int(lengths.max())
         ids = torch.randint(5, vocab, (batch_size, length), generator=g)
         attention = (torch.arange(length)[None, :] < lengths[:, None]).long()
@@ -155,7 +171,7 @@ def bench(args) -> list[dict]:
                 if args.precision != "fp32" else contextlib.nullcontext)
     rows = []
     for number, batch_size in enumerate(args.batch_sizes):
-        batches = make_batches(batch_size, args.warmup + args.steps, device, vocab=vocab)
+        batches = make_batches(batch_size, args.warmup + args.steps, device, vocab=vocab, lengths=args.lengths)
         baseline = None
         # The process's first run also pays for thread pools, the allocator and first-call dispatch (it made
         # `none` look ~20 % slow): one untimed run of the baseline first.
@@ -167,9 +183,13 @@ def bench(args) -> list[dict]:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
             factory, with_ema, kl = REGULARIZERS[name]
             regularizer = factory()
-            ema = EMA(0.999) if with_ema else None
+            ema = EMA(getattr(regularizer, "decay", 0.999)) if with_ema else None
             if ema:
                 ema.attach(model)
+            ratio = unlabeled_ratio(name)
+            # the unlabeled batches: the next μ batches of the same generator (other texts, no labels used)
+            unlabeled = make_batches(batch_size, ratio * (args.warmup + args.steps), device, seed=1 + number,
+                                     vocab=vocab, lengths=args.lengths) if ratio else []
             cpu_memory = CPUPeakMemory()
             tokens, flops, elapsed = 0, 0.0, 0.0
             for index, batch in enumerate(batches):
@@ -182,9 +202,15 @@ def bench(args) -> list[dict]:
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 b, length = batch["input_ids"].shape
+                teacher = ema.teacher if ema and isinstance(regularizer, MeanTeacher) else None
                 step = TrainingStep(model=model, batch=batch, targets=batch["spans"],
-                                    mask=span_mask(batch["token_mask"]), kl=KL_VARIANTS[kl], autocast=autocast)
+                                    mask=span_mask(batch["token_mask"]), kl=KL_VARIANTS[kl], autocast=autocast,
+                                    teacher=teacher)
                 regularizer.step(step)
+                for extra in unlabeled[index * ratio:(index + 1) * ratio]:
+                    regularizer.unlabeled_step(TrainingStep(model=model, batch=extra, targets=None,
+                                                            mask=span_mask(extra["token_mask"]), kl=KL_VARIANTS[kl],
+                                                            autocast=autocast, teacher=teacher))
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -266,7 +292,8 @@ def table(rows: list[dict], args) -> str:
     peak = peak_tflops(device_name) if cuda else None
     size, vocab = encoder_shape(args.encoder)
     lines = [f"Encoder `{args.encoder}` ({size}, vocabulary {vocab:,}), random init, GlobalPointer {TYPES} types × head {HEAD_SIZE}, "
-             f"precision {args.precision}, {args.steps} timed steps after {args.warmup} warm-up, lengths 20–50 + specials; "
+             f"precision {args.precision}, {args.steps} timed steps after {args.warmup} warm-up, lengths "
+             f"{args.lengths[0]}–{args.lengths[1]} + specials; "
              f"{device_name}, torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d')}.", "",
              ("Peak MB: CUDA's max allocated memory" if cuda else
               "Peak MB: the process's peak resident memory during the timed steps above its level before them, when "
@@ -291,12 +318,17 @@ def main() -> None:
                         "config.json gives the sizes and vocabulary; its weights are not loaded: random init)")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32])
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--lengths", metavar="MIN,MAX", type=lambda s: tuple(int(x) for x in s.split(",")),
+                        default=(20, 50), help="characters per text, uniform in [MIN, MAX] (+ 2 specials); "
+                                               "MIN = MAX for one fixed length (e.g. 126,126: windows of 128)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--regularizers", type=lambda s: s.split(","), default=DEFAULT_ROWS,
+    parser.add_argument("--regularizers", type=lambda s: SEMI_ROWS if s == "semi" else s.split(","),
+                        default=DEFAULT_ROWS,
                         help=f"comma list, none first (default: {','.join(DEFAULT_ROWS)}; also: "
-                             f"{','.join(n for n in REGULARIZERS if n not in DEFAULT_ROWS)})")
+                             f"{','.join(n for n in REGULARIZERS if n not in DEFAULT_ROWS)}); `semi`: none and the "
+                             "semi-supervised rows (<method>+u<μ>: μ unlabeled batches per labeled one)")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     parser.add_argument("--json", help="also write the rows (JSON list) to this file")
     parser.add_argument("--loss-memory", metavar="B,T,L", type=lambda s: [int(x) for x in s.split(",")],

@@ -103,6 +103,31 @@ def test_rdrop_on_an_unlabeled_batch_is_the_weighted_bernoulli_kl_with_its_gradi
     assert float(model.w.grad) == pytest.approx(0.5 * 2 * grad, rel=1e-5)
 
 
+def test_a_confidence_threshold_keeps_only_the_cells_the_first_pass_is_sure_of():
+    model = TwoSamples()
+    mask = torch.tensor([[[[True, True], [False, True]]]])
+    batch = {"input_ids": torch.ones(1, 2, dtype=torch.long), "attention_mask": torch.ones(1, 2, dtype=torch.long)}
+    step = TrainingStep(model=model, batch=batch, targets=None, mask=mask, kl=get_kl("globalpointer", "mean"),
+                        threshold=0.6)
+    terms = RDrop(alpha=1.0).unlabeled_step(step)
+    # first pass σ(0.7·x): 0.587, 0.332, 0.552 — only the cell x = −1 is ≥ 0.6 or ≤ 0.4; the mean is over it alone
+    w, x = 0.7, -1.0
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    d = lambda v: sig(v) * (1 - sig(v))  # noqa: E731
+    assert float(terms["unlabeled_kl"]) == pytest.approx((sig(w * x) - sig(1.5 * w * x)) * (-0.5 * w * x), rel=1e-6)
+    assert float(terms["unlabeled_kept"]) == pytest.approx(1 / 3)
+    grad = (d(w * x) * x - 1.5 * d(1.5 * w * x) * x) * (-0.5 * w * x) + (sig(w * x) - sig(1.5 * w * x)) * (-0.5 * x)
+    assert float(model.w.grad) == pytest.approx(grad, rel=1e-5)
+
+
+def test_the_sigmoid_rampup_is_exp_of_minus_five_one_minus_t_squared():
+    from regner.training.unlabeled import sigmoid_rampup
+
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(100, 100) == sigmoid_rampup(400, 100) == sigmoid_rampup(0, 0) == 1.0
+
+
 # -- training -------------------------------------------------------------------------------------------------
 def unlabeled_file(tmp_path, texts=None):
     path = tmp_path / "unlabeled.txt"
@@ -136,7 +161,8 @@ def test_the_labels_a_file_carries_do_not_change_training(tmp_path, regularizer,
 
 def test_unlabeled_pool_from_train_and_a_killed_run_resumes_exactly(tmp_path, monkeypatch):
     cfg = compose_config(*SETTINGS, "regularizer=rdrop", "data.max_train_samples=64", "data.unlabeled_from_train=true",
-                         "unlabeled.ratio=2", "trainer.save_every_steps=2")
+                         "unlabeled.ratio=2", "unlabeled.rampup_epochs=1", "unlabeled.threshold=0.9",
+                         "trainer.save_every_steps=2")
     reference = run_training(cfg, tmp_path / "reference")
     original, calls = Trainer.training_step, {"n": 0}
 
@@ -163,10 +189,23 @@ def test_a_ratio_without_text_or_with_a_supervised_regularizer_is_refused(tmp_pa
     with pytest.raises(ConfigError, match="regularizer=fgm"):
         run_training(compose_config(*SETTINGS, "regularizer=fgm", f"data.unlabeled={unlabeled_file(tmp_path)}",
                                     "unlabeled.ratio=1"), tmp_path / "b")
+    from regner.config.validation import validate_config
+
+    texts = unlabeled_file(tmp_path)
+    with pytest.raises(ConfigError, match=r"unlabeled.threshold=0.5 is not valid"):
+        validate_config(compose_config(*SETTINGS, "regularizer=rdrop", f"data.unlabeled={texts}", "unlabeled.ratio=1",
+                                       "unlabeled.threshold=0.5"))
+    with pytest.raises(ConfigError, match="kl=softmax"):
+        validate_config(compose_config(*SETTINGS, "regularizer=rdrop", "kl=softmax", f"data.unlabeled={texts}",
+                                       "unlabeled.ratio=1", "unlabeled.threshold=0.9"))
+    with pytest.raises(ConfigError, match="unlabeled.rampup_epochs=-1 is not valid"):
+        validate_config(compose_config(*SETTINGS, "regularizer=vat", f"data.unlabeled={texts}", "unlabeled.ratio=1",
+                                       "unlabeled.rampup_epochs=-1"))
 
 
 # -- mean teacher ---------------------------------------------------------------------------------------------
-def test_the_mean_teachers_teacher_is_the_closed_form_ema_of_the_students_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_mean_teachers_teacher_is_the_closed_form_ema_of_the_students_weights(tmp_path, monkeypatch, warmup):
     from regner.training.callbacks.ema import EMA
 
     snapshots = []
@@ -178,7 +217,7 @@ def test_the_mean_teachers_teacher_is_the_closed_form_ema_of_the_students_weight
 
     monkeypatch.setattr(EMA, "on_step_end", record)
     cfg = compose_config(*SETTINGS, "trainer.max_epochs=1", "regularizer=mean_teacher", "regularizer.decay=0.8",
-                         f"data.unlabeled={unlabeled_file(tmp_path)}", "unlabeled.ratio=1")
+                         f"data.unlabeled={unlabeled_file(tmp_path)}", "unlabeled.ratio=1", f"regularizer.warmup={warmup}")
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.fit()
     ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
@@ -190,7 +229,11 @@ def test_the_mean_teachers_teacher_is_the_closed_form_ema_of_the_students_weight
     fresh.setup()
     theta0 = [p.detach().clone() for p in fresh.model.parameters() if p.requires_grad]
     for name, start, shadow, *steps in zip(ema.names, theta0, initial["shadow"].values(), *snapshots):
-        expected = d ** n * start + sum((1 - d) * d ** (n - k) * steps[k - 1] for k in range(1, n + 1))
+        if warmup:  # the plain mean of θ0 … θ3 (decays 1/2, 2/3, 3/4 < 0.8), then d = 0.8 from update 4 on
+            mean = (start + steps[0] + steps[1] + steps[2]) / 4
+            expected = d ** (n - 3) * mean + sum((1 - d) * d ** (n - k) * steps[k - 1] for k in range(4, n + 1))
+        else:
+            expected = d ** n * start + sum((1 - d) * d ** (n - k) * steps[k - 1] for k in range(1, n + 1))
         assert torch.allclose(shadow, expected, atol=1e-6), name
     assert "unlabeled_mt_kl" in history(tmp_path / "run")[0]["train"]
 

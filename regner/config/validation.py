@@ -141,9 +141,12 @@ RULES: list[Rule] = [
     choice("data.unlabeled_format", "text", "cluener", "jsonl", "conll", "hf"),
     boolean("data.unlabeled_from_train"),
     boolean("data.unlabeled_dedup"),
+    boolean("trainer.deterministic"),
     integer("unlabeled.ratio", 0, 64),
     integer("unlabeled.batch_size", 1, optional=True),
     number("unlabeled.weight", 0.0),
+    number("unlabeled.rampup_epochs", 0.0),
+    number("unlabeled.threshold", 0.5, 1.0, low_open=True, high_open=True, optional=True),
     integer("data.columns.tag", -99, optional=True),
     # encoder (the tiny random BERT's sizes; a pretrained encoder brings its own)
     integer("encoder.hidden_size", 1),
@@ -176,6 +179,7 @@ RULES: list[Rule] = [
     number("regularizer.gamma", 0.0),
     number("regularizer.decay", 0.0, 1.0, low_open=True, high_open=True),
     choice("regularizer.evaluate", "teacher", "student"),
+    boolean("regularizer.warmup"),
     integer("regularizer.start_epoch", 1),
     integer("regularizer.rampup_steps", 0),
     # pretrain (regner pretrain)
@@ -314,6 +318,12 @@ def check_unlabeled(cfg: DictConfig, regularizer) -> None:
     if ratio and getattr(regularizer, "unlabeled_term", None) is None:
         raise ConfigError("unlabeled.ratio", ratio, f"0 with regularizer={regularizer.name}",
                           "Only a consistency regularizer uses unlabeled text: regularizer=rdrop, vat or mean_teacher")
+    threshold = (cfg.get("unlabeled") or {}).get("threshold")
+    kl = (cfg.get("kl") or {}).get("name")
+    if ratio and threshold is not None and kl == "softmax":
+        raise ConfigError("unlabeled.threshold", threshold, "null with kl=softmax",
+                          "The threshold keeps span cells by their own probability σ(s), which only a per-logit "
+                          "divergence has: use kl=globalpointer or kl=mse")
     data = cfg.get("data")
     if ratio and data is not None and not data.get("unlabeled") and not data.get("unlabeled_from_train"):
         raise ConfigError("unlabeled.ratio", ratio, "0 when there is no unlabeled text",

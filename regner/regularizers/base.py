@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from regner.model.loss import multilabel_crossentropy, positive_rows
+from regner.model.numerics import at_least_fp32
 
 
 @dataclass
@@ -43,6 +44,9 @@ class TrainingStep:
     global_step: int = 0  # optimizer steps taken before this one, for schedules such as a consistency ramp-up
     # a context in which the model holds a teacher's weights (mean teacher: the EMA), None where there is none
     teacher: Callable[[], contextlib.AbstractContextManager] | None = None
+    # unlabeled batches: keep only the cells whose reference probability is >= this or <= 1 - this (None: all)
+    threshold: float | None = None
+    kept: torch.Tensor | None = None  # the share of valid cells the threshold kept, set by consistency_mask
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -84,6 +88,19 @@ class TrainingStep:
         rows = positive_rows(self.targets)
         second = rows + torch.tensor([scores.shape[0] // 2, 0, 0, 0], device=rows.device)
         return multilabel_crossentropy(scores, torch.cat((rows, second)), torch.cat((self.mask, self.mask)))
+
+    def consistency_mask(self, reference: torch.Tensor) -> torch.Tensor:
+        """The cells a consistency term of this batch is taken over: every valid span, or, with ``threshold``
+        τ, only those where the reference scores are confident either way, σ(s) ≥ τ or σ(s) ≤ 1 − τ (the
+        per-logit Bernoulli reading of FixMatch's confidence mask; the mean is over the kept cells, as in
+        UDA). Records the kept share in ``kept``."""
+        if self.threshold is None:
+            return self.mask
+        probability = torch.sigmoid(at_least_fp32(reference.detach()))
+        confident = (probability >= self.threshold) | (probability <= 1.0 - self.threshold)
+        kept = self.mask & confident
+        self.kept = kept.sum() / self.mask.expand_as(kept).sum().clamp_min(1)
+        return kept
 
     def padding_mask(self, like: torch.Tensor) -> torch.Tensor:
         """[B, L, 1] float mask of real positions, to keep perturbations off padding."""
@@ -211,7 +228,10 @@ class Consistency(Regularizer):
         term = self.consistency(step)
         loss = multiplier * self.weight(step) * term
         step.backward(loss)
-        return {"loss": loss.detach(), f"unlabeled_{self.unlabeled_term}": term.detach()}
+        terms = {"loss": loss.detach(), f"unlabeled_{self.unlabeled_term}": term.detach()}
+        if step.kept is not None:
+            terms["unlabeled_kept"] = step.kept.detach()
+        return terms
 
 
 class Adversarial(Regularizer):

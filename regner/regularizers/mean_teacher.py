@@ -27,13 +27,13 @@ class MeanTeacher(Consistency):
     unlabeled_term = "mt_kl"
 
     def __init__(self, alpha: float = 100.0, decay: float = 0.99, evaluate: str = "teacher", rampup_steps: int = 0,
-                 name: str | None = None):
+                 warmup: bool = True, name: str | None = None):
         super().__init__(alpha, rampup_steps, name)
         if not 0.0 < float(decay) < 1.0:
             raise ValueError(f"mean_teacher.decay must be in (0, 1), got {decay}")
         if evaluate not in EVALUATED:
             raise ValueError(f"mean_teacher.evaluate must be one of {', '.join(EVALUATED)}, got {evaluate!r}")
-        self.decay, self.evaluate = float(decay), evaluate
+        self.decay, self.evaluate, self.warmup = float(decay), evaluate, bool(warmup)
 
     def teacher_scores(self, step: TrainingStep) -> torch.Tensor:
         if step.teacher is None:
@@ -53,4 +53,4 @@ class MeanTeacher(Consistency):
 
     def consistency(self, step: TrainingStep) -> torch.Tensor:
         teacher = self.teacher_scores(step)
-        return step.kl(teacher, step.scores(), step.mask)
+        return step.kl(teacher, step.scores(), step.consistency_mask(teacher))

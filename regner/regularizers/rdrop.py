@@ -37,4 +37,4 @@ class RDrop(Consistency):
             scores = step.model(torch.cat((step.input_ids, step.input_ids)),
                                 torch.cat((step.attention_mask, step.attention_mask)))
         first, second = scores.chunk(2)
-        return step.kl(first, second, step.mask)
+        return step.kl(first, second, step.consistency_mask(first))

@@ -24,6 +24,7 @@ adversarial pass runs under the training precision.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -84,7 +85,9 @@ class VAT(Consistency):
         dropout = DropoutState(step.device)
         with torch.no_grad(), dropout.replay():
             clean = step.scores(inputs_embeds=embeds)
-        return self._adversarial(step, embeds, clean, dropout)
+        # a confidence threshold narrows the cells of both the direction search and the penalty
+        narrowed = dataclasses.replace(step, mask=step.consistency_mask(clean))
+        return self._adversarial(narrowed, embeds, clean, dropout)
 
     def _adversarial(self, step: TrainingStep, embeds: torch.Tensor, reference: torch.Tensor,
                      dropout: DropoutState) -> torch.Tensor:

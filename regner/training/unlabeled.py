@@ -11,6 +11,7 @@ continue it exactly. With μ = 0 nothing here runs: training is the supervised c
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -76,25 +77,49 @@ def build_stream(trainer) -> UnlabeledStream | None:
                            trainer.tokenizer, trainer.label2id, cfg.data, cfg.trainer.get("feature_cache"),
                            trainer.show_progress)
     batch_size = int(section.get("batch_size") or cfg.trainer.batch_size)
+    threshold = section.get("threshold")
     log.info("semi-supervised: %d unlabeled batch(es) of %d per labeled batch, from %d windows, consistency weight "
-             "× %g (%s)", ratio, batch_size, len(encoded.windows), float(section.get("weight", 1.0)),
-             trainer.regularizer.unlabeled_term)
+             "× %g (%s), ramped up over %d step(s), %s", ratio, batch_size, len(encoded.windows),
+             float(section.get("weight", 1.0)), trainer.regularizer.unlabeled_term, rampup_length(trainer),
+             "every valid cell" if threshold is None else f"only cells with confidence ≥ {float(threshold):g}")
     # data parallel: each rank its own unlabeled batches (its own stream), positions kept alike in the state
     seed = int(cfg.seed) + RANK_STRIDE * trainer.dist.rank
     return UnlabeledStream(encoded.windows, batch_size, seed, trainer.pad_id, lambda: trainer.state)
 
 
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(−5 (1 − t)²) with t = min(1, step / length): the sigmoid-shaped ramp of Laine & Aila's temporal
+    ensembling and the mean teacher, from exp(−5) ≈ 0.007 at step 0 to 1 at ``length`` (1 throughout when
+    ``length`` is 0)."""
+    if length <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, step / length))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def rampup_length(trainer) -> int:
+    """``unlabeled.rampup_epochs`` in optimizer steps of this run (0: no ramp)."""
+    epochs = float((trainer.cfg.get("unlabeled") or {}).get("rampup_epochs") or 0)
+    return round(epochs * trainer.steps_per_epoch)
+
+
 def unlabeled_terms(trainer, labeled: TrainingStep) -> dict[str, torch.Tensor]:
-    """Backpropagate the consistency term of μ unlabeled batches (gradients add to the labeled step's);
-    returns their summed terms for the log."""
+    """Backpropagate the consistency term of μ unlabeled batches (gradients add to the labeled step's),
+    weighted by ``unlabeled.weight`` × the sigmoid ramp; returns their terms for the log (summed over the μ
+    batches, the kept share of cells averaged)."""
     section = trainer.cfg.unlabeled
-    multiplier, total = float(section.get("weight", 1.0)), {}
-    for _ in range(int(section.ratio)):
+    ratio = int(section.ratio)
+    multiplier = float(section.get("weight", 1.0)) * sigmoid_rampup(labeled.global_step, rampup_length(trainer))
+    threshold = section.get("threshold")
+    total: dict[str, torch.Tensor] = {}
+    for _ in range(ratio):
         batch = to_device(trainer.unlabeled.next_batch(), trainer.device)
         step = TrainingStep(model=trainer.model, batch=batch, targets=None, mask=span_mask(batch["token_mask"]),
                             kl=labeled.kl, backward=labeled.backward, autocast=labeled.autocast,
                             grad_scale=labeled.grad_scale, epoch=labeled.epoch, global_step=labeled.global_step,
-                            teacher=labeled.teacher)
+                            teacher=labeled.teacher, threshold=None if threshold is None else float(threshold))
         for key, value in trainer.regularizer.unlabeled_step(step, multiplier).items():
             total[key] = total[key] + value if key in total else value
+    if "unlabeled_kept" in total:
+        total["unlabeled_kept"] = total["unlabeled_kept"] / ratio
     return total

@@ -28,7 +28,8 @@ DATA_FILES = ("data.train", "data.dev", "data.test", "data.unlabeled")
 # it), wherever under the section it is (a stacked regularizer's parts have their own)
 LEGACY: dict[tuple[str, str], Any] = {("regularizer", "rampup_steps"): 0, ("data", "unlabeled"): None,
                                       ("data", "unlabeled_format"): "text", ("data", "unlabeled_from_train"): False,
-                                      ("data", "unlabeled_dedup"): True}
+                                      ("data", "unlabeled_dedup"): True, ("unlabeled", "rampup_epochs"): 0,
+                                      ("unlabeled", "threshold"): None, ("trainer", "deterministic"): False}
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 ENCODER_FILES = ("config.json", *WEIGHTS, "tokenizer.json", "vocab.txt")
 # A committed encoder directory keeps its fingerprint here instead of its weights.

@@ -24,6 +24,7 @@ def build_callbacks(tcfg: Any, regularizer: Any = None) -> Callbacks:
         from regner.training.callbacks.ema import EMA
 
         callbacks.append(EMA(float(ema.get("decay") or teacher_decay),
-                             evaluate=teacher_decay is None or regularizer.evaluate == "teacher"))
+                             evaluate=teacher_decay is None or regularizer.evaluate == "teacher",
+                             warmup=teacher_decay is not None and regularizer.warmup))
     callbacks.extend(build_loggers(tcfg))  # after EMA: the loggers see what the evaluation saw
     return Callbacks(callbacks)

@@ -8,6 +8,11 @@ parameters per step and one more copy of them in memory.
 
 With decay d the average spans about 1/(1 − d) steps (0.999: ~1000), and the initial weights keep a
 weight dⁿ: on a small dataset the first epochs' evaluation lags behind the raw weights.
+
+``warmup`` (the mean teacher's default, as in Tarvainen & Valpola's code): update t (1, 2, …) uses the
+decay min(d, 1 − 1/(t + 1)), so the shadow is the plain mean of θ₀ … θₜ until that reaches d, and the
+exponential average from there on. Without it a teacher on a short run stays near the initial weights
+(random init: a head that predicts nearly every span) for hundreds of steps.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from regner.training.callbacks.base import Callback
 class EMA(Callback):
     name = "ema"
 
-    def __init__(self, decay: float, evaluate: bool = True):
+    def __init__(self, decay: float, evaluate: bool = True, warmup: bool = False):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay, self.evaluate = decay, evaluate  # evaluate: dev/test and the checkpoint use the average
+        self.warmup, self.updates = warmup, 0
         self.names: list[str] = []
         self.params: list[torch.nn.Parameter] = []
         self.shadow: list[torch.Tensor] = []
@@ -42,7 +48,9 @@ class EMA(Callback):
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
+        self.updates += 1
+        decay = min(self.decay, 1.0 - 1.0 / (self.updates + 1)) if self.warmup else self.decay
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
 
     def on_step_end(self, trainer: Any) -> None:
         self.update()
@@ -67,10 +75,12 @@ class EMA(Callback):
         return self.swapped()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": dict(zip(self.names, self.shadow, strict=True))}
+        return {"decay": self.decay, "updates": self.updates,
+                "shadow": dict(zip(self.names, self.shadow, strict=True))}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["shadow"]
+        self.updates = int(state.get("updates", 0))
         missing = [n for n in self.names if n not in saved]
         if missing:
             raise KeyError(f"saved EMA state lacks {missing[:3]}")
