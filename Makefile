@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PROFILE ?= cpu
 
-.PHONY: install train test test-all lint benchmark benchmark-v2 bench-speed check-defaults pretrain clean
+.PHONY: install train test test-all lint benchmark benchmark-v2 bench-speed check-defaults pretrain gpu-wheels device-check clean
 
 install:
 	python3 -m venv .venv
@@ -35,6 +35,18 @@ check-defaults:  ## every regularizer's defaults on every shared dataset: fails 
 
 bench-speed:  ## training-step throughput and cost ratio of every regularizer (CPU-sized by default)
 	$(PY) scripts/bench_throughput.py --encoder small --batch-sizes 16 --steps 4 --warmup 1
+
+# The wheels of scripts/gpu-wheels.txt, for a GPU machine with its own torch that cannot reach PyPI: CPython 3.12
+# manylinux wheels, and pure-Python wheels built here for the list's `sdist` packages. .whl/ is git-ignored.
+WHEEL_PLATFORMS = $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+gpu-wheels:  ## download what the GPU machine lacks (scripts/gpu-wheels.txt) into .whl/ for scripts/device_check.sh
+	mkdir -p .whl
+	grep -v '^#' scripts/gpu-wheels.txt | grep -v sdist | sed 's/ *#.*//' | xargs $(PY) -m pip download -q --no-deps \
+		--only-binary=:all: --python-version 3.12 --implementation cp $(WHEEL_PLATFORMS) -d .whl
+	grep -v '^#' scripts/gpu-wheels.txt | grep sdist | sed 's/ *#.*//' | xargs $(PY) -m pip wheel -q --no-deps -w .whl
+
+device-check:  ## scripts/device_check.sh outputs/device-check (on a GPU machine; CPU=1: small shapes on the CPU)
+	PYTHON=$(if $(CPU),$(PY),python3) scripts/device_check.sh outputs/device-check $(if $(CPU),--cpu)
 
 clean:
 	rm -rf outputs/2* outputs/multirun .pytest_cache .ruff_cache

@@ -324,3 +324,33 @@ def test_a_run_directory_started_for_another_run_is_never_resumed_for_this_one(t
     assert run.directory(planned, "key-a") == first  # the same run continues there
     other = run.directory(planned, "key-b")
     assert other != first and other.name == "seed-1-2"
+
+
+# -- the estimate (the expected time before any run is cached) -----------------------------------------
+def test_the_estimate_is_the_profile_s_arithmetic():
+    from regner.experiments.compare.estimate import plan_lines
+
+    spec = {**SPEC, "datasets": {"d": ["data=demo"], "e": ["data=demo"]}, "budget": {"max_hours": 0.5},
+            "estimate": {"none_seconds": {"d": 60, "e": 120}, "cost": {"a": 2.0, "b": 3.0}, "parallel": 2}}
+    profile = load_profile(spec, "test")
+    # one seed: (60 + 120) × (none 1 + a 2 + b 3) / 2 = 540 s; first look (2 seeds) 1080 s; every look (4) 2160 s
+    assert profile.estimate.seconds([("d", "none"), ("d", "a"), ("e", "b")]) == (60 + 120 + 360) / 2
+    lines = plan_lines(profile, {})
+    assert "one seed of every method on every dataset ≈ 9 min" in lines[0]
+    assert "the first look (2 seeds) ≈ 18 min" in lines[0] and "every look ≈ 36 min" in lines[0]
+    assert "budget 0.5 h: the first look fits" in lines[1]
+    # racing: each arm's runs (arms × the last rung's seeds) at its method's cost, once
+    lines = plan_lines(profile, {("d", "r", "a"): 3})
+    assert "after racing) ≈ 24 min" in lines[0]  # 1080 s + 3 arms × 2 seeds × (60 s × 2) / 2 = 1440 s
+    assert "budget 0.5 h: the first look fits" in lines[1]
+    assert "does not fit" in plan_lines(load_profile({**spec, "budget": {"max_hours": 0.2}}, "test"), {})[1]
+
+
+@pytest.mark.parametrize("estimate, key", [({"none_seconds": {"d": 60}, "cost": {"zzz": 2}}, "estimate.cost"),
+                                           ({"none_seconds": {"x": 60}}, "estimate.none_seconds"),
+                                           ({"none_seconds": {"d": 0}}, "estimate.none_seconds"),
+                                           ({"none_seconds": {"d": 60}, "parallel": 0.5}, "estimate.parallel"),
+                                           ({"seconds": 1}, "estimate")])
+def test_a_bad_estimate_is_refused_naming_its_key(estimate, key):
+    with pytest.raises(CompareError, match=f"^{key}:"):
+        load_profile({**SPEC, "estimate": estimate}, "test")

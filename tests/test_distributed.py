@@ -80,3 +80,21 @@ def test_early_stopping_flag_is_rank_zeros_on_every_rank():
     results = mp.Manager().dict()
     mp.spawn(_broadcast_worker, args=(free_port(), results), nprocs=2, join=True)
     assert dict(results) == {0: False, 1: False}
+
+
+def test_torchrun_with_one_process_joins_a_group_of_one(monkeypatch):
+    """Under torchrun even world size 1 runs the collectives (the NCCL path of a single GPU); plain
+    `regner train` (no TORCHELASTIC_RUN_ID) stays a single process without a group."""
+    import torch.distributed as dist
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not Distributed.from_env("cpu").enabled
+    for key, value in {"TORCHELASTIC_RUN_ID": "test", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
+    d = Distributed.from_env("cpu")
+    try:
+        assert d.enabled and d.joined and d.world_size == 1 and d.is_main
+        assert d.broadcast_flag(True) is True
+    finally:
+        dist.destroy_process_group()

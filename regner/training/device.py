@@ -31,6 +31,18 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def make_deterministic(enabled: bool) -> None:
+    """``trainer.deterministic``: deterministic kernels only (``torch.use_deterministic_algorithms``, warning where
+    an op has none), cuDNN autotuning off, and cuBLAS's fixed-size workspace (``CUBLAS_WORKSPACE_CONFIG``, which
+    cuBLAS reads when the process first uses it: set it before that, as ``scripts/device_check.sh`` does, for a
+    process that ran CUDA matmuls already). On CPU regner's kernels are deterministic anyway."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
 def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     """The device ``name`` (auto, cpu, mps, cuda, cuda:N); ``key`` is how the user set it (named in the error)."""
     if name == "auto":

@@ -30,21 +30,24 @@ class Distributed:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
+    joined: bool = False  # a member of a process group (torchrun launched it, even with one process)
+
     @classmethod
     def from_env(cls, device_type: str) -> Distributed:
-        """Join the process group when launched by torchrun/accelerate (``WORLD_SIZE`` > 1)."""
+        """Join the process group when launched by torchrun/accelerate (``WORLD_SIZE`` > 1, or any world size
+        under torchrun, whose collectives then run over one process: the NCCL path on a single GPU)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
+        if world_size <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
             return cls()
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device("cpu")
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, device)
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, device, joined=True)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.joined
 
     @property
     def is_main(self) -> bool:

@@ -38,6 +38,7 @@ from regner.runs.io import HISTORY_FILE, History, atomic_target
 from regner.training.callbacks import build_callbacks
 from regner.training.device import (
     autocast_factory,
+    make_deterministic,
     peak_memory_mb,
     process_max_rss_mb,
     resolve_device,
@@ -81,6 +82,7 @@ class Trainer:
         cfg, tcfg = self.cfg, self.tcfg
         set_threads(tcfg.get("num_threads"), "trainer.num_threads")
         seed_everything(cfg.seed)
+        make_deterministic(bool(tcfg.get("deterministic", False)))
         self.device = resolve_device(tcfg.device)
         self.dist = Distributed.from_env(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":

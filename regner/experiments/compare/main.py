@@ -16,6 +16,7 @@ from regner.experiments.benchmark.execution import Ledger, machine_description, 
 from regner.experiments.compare import report
 from regner.experiments.compare.cache import RunIndex
 from regner.experiments.compare.driver import WATCH, Driver
+from regner.experiments.compare.estimate import plan_lines
 from regner.experiments.compare.execution import Executor, make_slots
 from regner.experiments.compare.identity import encoder_fingerprint
 from regner.experiments.compare.planned import Composer
@@ -23,7 +24,7 @@ from regner.experiments.compare.profile import CompareError, CompareProfile, loa
 
 # options of the invocation, not of the comparison: they may change between invocations on one directory
 INVOCATION_KEYS = ("out", "cache", "train", "dry_run", "progress", "budget", "description", "jobs",
-                   "jobs_per_device", "devices", "encoder_dir")  # the encoder counts by its fingerprint
+                   "jobs_per_device", "devices", "encoder_dir", "estimate")  # the encoder counts by its fingerprint
 
 
 def say(message: str) -> None:
@@ -81,6 +82,9 @@ def plan_text(driver: Driver) -> str:
              f"stops early; budget: {p.max_runs or 'no'} run limit, "
              f"{f'{p.max_hours:g} h' if p.max_hours else 'no time limit'}",
              f"first round: {len(keys)} run(s), {cached} of them in the cache ({len(driver.index)} cached runs known)"]
+    if p.estimate is not None:
+        lines += plan_lines(p, {key: len(race.arms) + (1 if p.tuning.extend_grid else 0)
+                                for key, race in driver.races.items()})
     seconds = [r.seconds for r in driver.index.runs.values() if math.isfinite(r.seconds)]
     if seconds and driver.executor:
         slots = len(driver.executor.slots)

@@ -11,6 +11,7 @@ from typing import Any
 
 from regner.errors import UserError
 from regner.experiments.benchmark.profile import Method
+from regner.experiments.compare.estimate import Estimate, parse_estimate
 from regner.experiments.compare.sequential import SPENDING, Design
 
 
@@ -46,6 +47,7 @@ class CompareProfile:
     encoder: str | None  # the pretrained encoder directory ({encoder} in the regimes)
     cache: list[str]
     throughput: list[str] = field(default_factory=list)
+    estimate: Estimate | None = None  # the expected time before any run is cached (estimate.py)
 
     @property
     def rows(self) -> int:
@@ -188,4 +190,5 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
                           _overrides(spec.get("common"), "common"), methods,
                           Tuning(tune_seeds, rungs, tune_regimes, drop_alpha, bool(tune.get("extend_grid", True))),
                           seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder,
-                          [locate(c) for c in cache], throughput)
+                          [locate(c) for c in cache], throughput,
+                          parse_estimate(spec.get("estimate"), list(datasets), list(methods), _fail))
