@@ -142,6 +142,8 @@ RULES: list[Rule] = [
     boolean("data.unlabeled_from_train"),
     boolean("data.unlabeled_dedup"),
     boolean("trainer.deterministic"),
+    boolean("head.blockwise"),
+    integer("head.block_rows", 1, optional=True),
     integer("unlabeled.ratio", 0, 64),
     integer("unlabeled.batch_size", 1, optional=True),
     number("unlabeled.weight", 0.0),

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import nn
 
+from regner.model.blockwise import SpanField
 from regner.model.numerics import at_least_fp32
 
 
@@ -48,6 +49,17 @@ def fp32_scores(q: torch.Tensor, k: torch.Tensor, rope: bool) -> torch.Tensor:
         return torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
 
 
+def fp32_field(q: torch.Tensor, k: torch.Tensor, rope: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`fp32_scores` multiplies, without multiplying it: (at least) fp32 queries with RoPE and the
+    1/√d scale, and keys with RoPE, for the blockwise loss (regner/model/blockwise.py)."""
+    with torch.autocast(q.device.type, enabled=False):
+        q, k = at_least_fp32(q), at_least_fp32(k)
+        if rope:
+            cos, sin = rope_tables(q.shape[-2], q.shape[-1], q.device)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q / math.sqrt(q.shape[-1]), k
+
+
 def span_mask(token_mask: torch.Tensor) -> torch.Tensor:
     """Valid spans [batch, 1, len, len]: both ends are real tokens and start <= end."""
     valid = token_mask.bool()
@@ -65,11 +77,17 @@ class GlobalPointer(nn.Module):
         self.num_types, self.head_size, self.rope = num_types, head_size, rope
         self.proj = nn.Linear(hidden_size, num_types * head_size * 2)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _queries_keys(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, length, _ = hidden.shape
         qk = self.proj(hidden).view(batch, length, self.num_types, 2, self.head_size)
-        q, k = qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)  # [B, T, L, D]
-        return fp32_scores(q, k, self.rope)
+        return qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)  # [B, T, L, D]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return fp32_scores(*self._queries_keys(hidden), self.rope)
+
+    def field(self, hidden: torch.Tensor) -> SpanField:
+        """The scores as a :class:`SpanField` (never materialised): ``field(h).dense()`` = ``forward(h)``."""
+        return SpanField(*fp32_field(*self._queries_keys(hidden), self.rope))
 
 
 class EfficientGlobalPointer(nn.Module):
@@ -82,14 +100,23 @@ class EfficientGlobalPointer(nn.Module):
         self.proj = nn.Linear(hidden_size, head_size * 2)
         self.type_bias = nn.Linear(head_size * 2, num_types * 2)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _parts(self, hidden: torch.Tensor):
         qk = self.proj(hidden)
         q, k = qk[..., : self.head_size], qk[..., self.head_size :]
-        shared = fp32_scores(q, k, self.rope)  # [B, L, L]
         with torch.autocast(hidden.device.type, enabled=False):
             bias = self.type_bias(at_least_fp32(qk)).transpose(1, 2) / 2  # [B, 2T, L]
-        start_bias, end_bias = bias[:, 0::2, :, None], bias[:, 1::2, None, :]
-        return shared[:, None] + start_bias + end_bias
+        return q, k, bias[:, 0::2], bias[:, 1::2]  # start and end biases [B, T, L]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        q, k, start_bias, end_bias = self._parts(hidden)
+        shared = fp32_scores(q, k, self.rope)  # [B, L, L]
+        return shared[:, None] + start_bias[..., None] + end_bias[:, :, None, :]
+
+    def field(self, hidden: torch.Tensor) -> SpanField:
+        """The scores as a :class:`SpanField` (q and k shared by every type, the biases per type)."""
+        q, k, start_bias, end_bias = self._parts(hidden)
+        q, k = fp32_field(q[:, None], k[:, None], self.rope)
+        return SpanField(q, k, start_bias, end_bias, types=self.num_types)
 
 
 HEADS = {"globalpointer": GlobalPointer, "efficient": EfficientGlobalPointer}

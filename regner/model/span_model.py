@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from regner.model.blockwise import SpanField
 from regner.model.head import build_head
 
 HEAD_WEIGHTS = "globalpointer_head.safetensors"
@@ -41,13 +42,14 @@ class SpanModel(nn.Module):
         return self.encoder.get_input_embeddings()(input_ids)
 
     def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw fp32 span scores [batch, types, len, len]."""
+                inputs_embeds: torch.Tensor | None = None, field: bool = False) -> torch.Tensor | SpanField:
+        """Raw fp32 span scores [batch, types, len, len]; ``field=True``: the same scores as a
+        :class:`SpanField`, which the blockwise loss, KL and decoder use without materialising them."""
         if inputs_embeds is not None:
             input_ids = None
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               inputs_embeds=inputs_embeds).last_hidden_state
-        return self.head(hidden)
+        return self.head.field(hidden) if field else self.head(hidden)
 
     def save_pretrained(self, directory: str | Path, tokenizer=None, extra: dict[str, Any] | None = None) -> None:
         """Encoder (``config.json`` + weights, loadable by ``AutoModel``), tokenizer, head weights and

@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
+from regner.model.blockwise import SpanField, blockwise_crossentropy, blockwise_globalpointer_kl, blockwise_rdrop
 from regner.model.loss import multilabel_crossentropy, positive_rows
 from regner.model.numerics import at_least_fp32
+from regner.regularizers.kl import globalpointer_kl
 
 
 @dataclass
@@ -47,6 +49,18 @@ class TrainingStep:
     # unlabeled batches: keep only the cells whose reference probability is >= this or <= 1 - this (None: all)
     threshold: float | None = None
     kept: torch.Tensor | None = None  # the share of valid cells the threshold kept, set by consistency_mask
+    # head.blockwise: the model hands over SpanFields, and CE, the per-logit KL and R-Drop's pair run block by
+    # block (regner/model/blockwise.py) over block_rows start rows (None: automatic); the rest uses .dense()
+    blockwise: bool = False
+    block_rows: int | None = None
+    plain_mask: torch.Tensor | None = None  # the valid-span mask this step was made with (``mask`` may narrow)
+
+    def __post_init__(self):
+        if self.plain_mask is None:
+            self.plain_mask = self.mask
+        raw = getattr(self.kl, "raw", self.kl)
+        if self.blockwise:
+            self.kl = _field_kl(raw, self)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -69,25 +83,51 @@ class TrainingStep:
         """True when the encoder runs under autocast (bf16/fp16)."""
         return self.autocast is not contextlib.nullcontext
 
-    def scores(self, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def token_mask(self) -> torch.Tensor:
+        return self.batch["token_mask"]
+
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                inputs_embeds: torch.Tensor | None = None, dense: bool = False) -> torch.Tensor | SpanField:
+        """The model under the training precision: its scores, or with ``blockwise`` their SpanField
+        (``dense=True``: the dense scores even then, for the exact gradient penalty's double backward)."""
+        extra = {"field": True} if self.blockwise and not dense else {}
         with self.autocast():
-            if inputs_embeds is None:
-                return self.model(self.input_ids, self.attention_mask)
-            return self.model(None, self.attention_mask, inputs_embeds=inputs_embeds)
+            return self.model(input_ids, attention_mask, inputs_embeds=inputs_embeds, **extra)
 
-    def fp32_scores(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    def scores(self, inputs_embeds: torch.Tensor | None = None, dense: bool = False) -> torch.Tensor | SpanField:
+        return self.forward(self.input_ids if inputs_embeds is None else None, self.attention_mask, inputs_embeds,
+                            dense)
+
+    def fp32_scores(self, inputs_embeds: torch.Tensor) -> torch.Tensor | SpanField:
         """The scores with autocast off: the whole model in (at least) fp32, whatever the precision."""
+        extra = {"field": True} if self.blockwise else {}
         with torch.autocast(self.device.type, enabled=False):
-            return self.model(None, self.attention_mask, inputs_embeds=inputs_embeds)
+            return self.model(None, self.attention_mask, inputs_embeds=inputs_embeds, **extra)
 
-    def ce(self, scores: torch.Tensor, doubled: bool = False) -> torch.Tensor:
+    def doubled_rows(self) -> torch.Tensor:
+        """The positive rows of the batch run twice ([2B, ...]): this batch's, then shifted by B."""
+        rows = positive_rows(self.targets)
+        return torch.cat((rows, rows + torch.tensor([self.input_ids.shape[0], 0, 0, 0], device=rows.device)))
+
+    def ce(self, scores: torch.Tensor | SpanField, doubled: bool = False) -> torch.Tensor:
         """The CE of ``scores``; ``doubled=True`` for scores of the batch run twice ([2B, ...]): the
         mean CE of both halves in one call (the gradient lands in one tensor, no slicing)."""
+        if isinstance(scores, SpanField):
+            tokens = torch.cat((self.token_mask, self.token_mask)) if doubled else self.token_mask
+            return blockwise_crossentropy(scores, self.doubled_rows() if doubled else self.targets, tokens,
+                                          self.block_rows)
         if not doubled:
             return multilabel_crossentropy(scores, self.targets, self.mask)
-        rows = positive_rows(self.targets)
-        second = rows + torch.tensor([scores.shape[0] // 2, 0, 0, 0], device=rows.device)
-        return multilabel_crossentropy(scores, torch.cat((rows, second)), torch.cat((self.mask, self.mask)))
+        return multilabel_crossentropy(scores, self.doubled_rows(), torch.cat((self.mask, self.mask)))
+
+    def pair_terms(self, scores: torch.Tensor | SpanField) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean CE of both halves, D(first half, second half)) of the scores of the batch run twice: R-Drop's
+        and consistent noise's two terms; one fused blockwise pass where the divergence is the per-logit KL."""
+        if isinstance(scores, SpanField) and _is_globalpointer_kl(self.kl):
+            return blockwise_rdrop(scores, self.doubled_rows(), self.token_mask, _reduction(self.kl), self.block_rows)
+        first, second = scores.chunk(2)
+        return self.ce(scores, doubled=True), self.kl(first, second, self.mask)
 
     def consistency_mask(self, reference: torch.Tensor) -> torch.Tensor:
         """The cells a consistency term of this batch is taken over: every valid span, or, with ``threshold``
@@ -96,6 +136,8 @@ class TrainingStep:
         UDA). Records the kept share in ``kept``."""
         if self.threshold is None:
             return self.mask
+        if isinstance(reference, SpanField):
+            reference = reference.dense()  # a mask that depends on the scores: the dense KL takes it
         probability = torch.sigmoid(at_least_fp32(reference.detach()))
         confident = (probability >= self.threshold) | (probability <= 1.0 - self.threshold)
         kept = self.mask & confident
@@ -105,6 +147,31 @@ class TrainingStep:
     def padding_mask(self, like: torch.Tensor) -> torch.Tensor:
         """[B, L, 1] float mask of real positions, to keep perturbations off padding."""
         return self.attention_mask.to(like.dtype).unsqueeze(-1)
+
+
+def _reduction(kl: Callable) -> str:
+    return getattr(getattr(kl, "raw", kl), "keywords", {}).get("reduction", "mean")
+
+
+def _is_globalpointer_kl(kl: Callable) -> bool:
+    raw = getattr(kl, "raw", kl)
+    return getattr(raw, "func", raw) is globalpointer_kl
+
+
+def _field_kl(kl: Callable, step: TrainingStep) -> Callable:
+    """``kl`` for SpanFields: the blockwise per-logit KL over the step's valid spans; any other divergence, or
+    a narrowed mask (a confidence threshold), on the dense scores."""
+
+    def divergence(s, t, mask):
+        fields = isinstance(s, SpanField), isinstance(t, SpanField)
+        if all(fields) and mask is step.plain_mask and _is_globalpointer_kl(kl):
+            return blockwise_globalpointer_kl(s, t, step.token_mask, _reduction(kl), step.block_rows)
+        if any(fields):
+            s, t = (x.dense() if isinstance(x, SpanField) else x for x in (s, t))
+        return kl(s, t, mask)
+
+    divergence.raw = kl
+    return divergence
 
 
 class DropoutState:

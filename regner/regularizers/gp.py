@@ -42,7 +42,8 @@ class GradientPenalty(Regularizer):
         embeds = step.embed()
         # Fused attention kernels have no double backward; the math kernel does.
         with sdpa_kernel([SDPBackend.MATH]) if exact else contextlib.nullcontext():
-            ce = step.ce(step.scores(inputs_embeds=embeds))
+            # the blockwise loss is first-order only: the exact penalty's double backward takes the dense scores
+            ce = step.ce(step.scores(inputs_embeds=embeds, dense=exact))
         # Differentiate the scaled loss so that fp16 gradients do not underflow, then unscale.
         (grad,) = torch.autograd.grad(ce * step.grad_scale, embeds, create_graph=exact, retain_graph=exact)
         grad = grad / step.grad_scale

@@ -41,11 +41,7 @@ class GaussianNoise(Consistency):
             return {"loss": ce.detach(), "ce": ce.detach()}
         both = torch.cat((embeds, self._noisy(step, embeds)))
         attention = torch.cat((step.attention_mask, step.attention_mask))
-        with step.autocast():
-            scores = step.model(None, attention, inputs_embeds=both)
-        clean, noisy = scores.chunk(2)
-        ce = step.ce(scores, doubled=True)
-        divergence = step.kl(clean, noisy, step.mask)
+        ce, divergence = step.pair_terms(step.forward(None, attention, inputs_embeds=both))
         loss = ce + self.weight(step) * divergence
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "kl": divergence.detach()}

@@ -20,21 +20,16 @@ class RDrop(Consistency):
     unlabeled_term = "kl"
 
     def step(self, step: TrainingStep) -> dict[str, torch.Tensor]:
-        ids = torch.cat((step.input_ids, step.input_ids))
-        attention = torch.cat((step.attention_mask, step.attention_mask))
-        with step.autocast():
-            scores = step.model(ids, attention)
-        first, second = scores.chunk(2)
-        ce = step.ce(scores, doubled=True)  # = (CE(first) + CE(second)) / 2, without slicing the scores
-        divergence = step.kl(first, second, step.mask)
+        scores = step.forward(torch.cat((step.input_ids, step.input_ids)),
+                              torch.cat((step.attention_mask, step.attention_mask)))
+        ce, divergence = step.pair_terms(scores)  # ce = (CE(first) + CE(second)) / 2, without slicing the scores
         loss = ce + self.weight(step) * divergence
         step.backward(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "kl": divergence.detach()}
 
     def consistency(self, step: TrainingStep) -> torch.Tensor:
         """D(s1, s2) between two dropout samples of the batch (one forward of the doubled batch)."""
-        with step.autocast():
-            scores = step.model(torch.cat((step.input_ids, step.input_ids)),
-                                torch.cat((step.attention_mask, step.attention_mask)))
+        scores = step.forward(torch.cat((step.input_ids, step.input_ids)),
+                              torch.cat((step.attention_mask, step.attention_mask)))
         first, second = scores.chunk(2)
         return step.kl(first, second, step.consistency_mask(first))

@@ -113,6 +113,10 @@ class Trainer:
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.regularizer = instantiate_regularizer(cfg.regularizer)
         self.kl = get_kl(cfg.kl.name, cfg.kl.get("reduction", "mean"))
+        # head.blockwise: loss, per-logit KL and decoding block by block (regner/model/blockwise.py)
+        self.blockwise = {"blockwise": True, "block_rows": cfg.head.get("block_rows")} if cfg.head.get("blockwise") else {}
+        if self.blockwise and getattr(self.regularizer, "mode", None) == "exact":
+            log.info("head.blockwise with the exact gradient penalty: its double backward uses the dense scores")
         log.info("model: %s encoder (%.1fM parameters), %s head; regularizer %r, kl=%s%s",
                  cfg.encoder.name, sum(p.numel() for p in self.model.parameters()) / 1e6,
                  cfg.head.type, self.regularizer, cfg.kl.name,
@@ -183,7 +187,7 @@ class Trainer:
             model=self.model, batch=batch, targets=batch["spans"], mask=span_mask(batch["token_mask"]), kl=self.kl,
             backward=lambda loss: scaler.scale(loss).backward(), autocast=self.autocast,
             grad_scale=scaler.get_scale() if scaler.is_enabled() else 1.0, epoch=self.state.epoch,
-            global_step=self.state.global_step, teacher=self.callbacks.teacher)
+            global_step=self.state.global_step, teacher=self.callbacks.teacher, **self.blockwise)
         terms = self.regularizer.step(step)
         if self.unlabeled is not None:  # semi-supervised: the consistency term of μ unlabeled batches
             extra = unlabeled_terms(self, step)
@@ -334,7 +338,8 @@ class Trainer:
         state, tcfg = self.state, self.tcfg
         with self.callbacks.evaluation_weights(self):  # EMA: the averaged weights are evaluated and saved
             dev, _ = evaluate(self.model, self.dev_split, self.device, tcfg.eval_batch_size,
-                              self.cfg.head.threshold, self.autocast, self.pad_id, name="dev", progress=self.show_progress)
+                              self.cfg.head.threshold, self.autocast, self.pad_id, name="dev", progress=self.show_progress,
+                              **self.blockwise)
             improved = dev["f1"] > state.best_f1
             if improved and self.dist.is_main:
                 self.save_best()
@@ -364,7 +369,8 @@ class Trainer:
 
     def final_metrics(self, best_epoch: int, epochs: int, train_time: float, wall_time: float) -> dict[str, Any]:
         kwargs = dict(device=self.device, batch_size=self.tcfg.eval_batch_size, threshold=self.cfg.head.threshold,
-                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True, progress=self.show_progress)
+                      autocast=self.autocast, pad_id=self.pad_id, with_seqeval=True, progress=self.show_progress,
+                      **self.blockwise)
         dev, _ = evaluate(self.model, self.dev_split, name="dev", **kwargs)
         test = evaluate(self.model, self.test_split, name="test", **kwargs)[0] if self.test_split else None
         for name, split in (("dev", dev), ("test", test)):

@@ -117,7 +117,8 @@ def unlabeled_terms(trainer, labeled: TrainingStep) -> dict[str, torch.Tensor]:
         step = TrainingStep(model=trainer.model, batch=batch, targets=None, mask=span_mask(batch["token_mask"]),
                             kl=labeled.kl, backward=labeled.backward, autocast=labeled.autocast,
                             grad_scale=labeled.grad_scale, epoch=labeled.epoch, global_step=labeled.global_step,
-                            teacher=labeled.teacher, threshold=None if threshold is None else float(threshold))
+                            teacher=labeled.teacher, threshold=None if threshold is None else float(threshold),
+                            **trainer.blockwise)
         for key, value in trainer.regularizer.unlabeled_step(step, multiplier).items():
             total[key] = total[key] + value if key in total else value
     if "unlabeled_kept" in total:

@@ -29,7 +29,8 @@ DATA_FILES = ("data.train", "data.dev", "data.test", "data.unlabeled")
 LEGACY: dict[tuple[str, str], Any] = {("regularizer", "rampup_steps"): 0, ("data", "unlabeled"): None,
                                       ("data", "unlabeled_format"): "text", ("data", "unlabeled_from_train"): False,
                                       ("data", "unlabeled_dedup"): True, ("unlabeled", "rampup_epochs"): 0,
-                                      ("unlabeled", "threshold"): None, ("trainer", "deterministic"): False}
+                                      ("unlabeled", "threshold"): None, ("trainer", "deterministic"): False,
+                                      ("head", "blockwise"): False, ("head", "block_rows"): None}
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 ENCODER_FILES = ("config.json", *WEIGHTS, "tokenizer.json", "vocab.txt")
 # A committed encoder directory keeps its fingerprint here instead of its weights.
