@@ -9,7 +9,7 @@ the halves (blockwise: the fused blockwise_rdrop) — each as forward + backward
 that the step created (regner.training.profiling.TensorMemoryTracker: scores, the loss's copies, the score
 gradient, the q/k gradients), against one fp32 [B, T, L, L] score tensor. Time: the median of ``--repeats``
 steps, dense first, then blockwise, in one process. The
-dense path is skipped where its scores alone would pass ``--dense-limit-gib``.
+dense path is skipped where about four copies of its scores would pass ``--dense-limit-gib``.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def positives(batch: int, types: int, length: int) -> torch.Tensor:
                          for b in range(batch) for s in (3, min(40, length - 3))])
 
 
-def cases(batch: int, types: int, length: int, block: int | None):
+def cases(batch: int, types: int, length: int, block: int | None, device: torch.device):
     """{case: {path: step(q, k)}}: each step returns the loss to backpropagate."""
-    tokens = torch.ones(batch, length, dtype=torch.bool)
-    rows = positives(batch, types, length)
-    doubled = torch.cat((rows, rows + torch.tensor([batch, 0, 0, 0])))
+    tokens = torch.ones(batch, length, dtype=torch.bool, device=device)
+    rows = positives(batch, types, length).to(device)
+    doubled = torch.cat((rows, rows + torch.tensor([batch, 0, 0, 0], device=device)))
     mask, mask2 = span_mask(tokens), span_mask(torch.cat((tokens, tokens)))
 
     def dense_scores(q, k):
@@ -68,17 +68,22 @@ def cases(batch: int, types: int, length: int, block: int | None):
     }
 
 
-def measure(step, copies: int, batch: int, types: int, length: int, repeats: int) -> tuple[int, list[float]]:
+def measure(step, copies: int, batch: int, types: int, length: int, repeats: int,
+            device: torch.device) -> tuple[int, list[float]]:
     g = torch.Generator().manual_seed(1)
-    q = torch.randn(copies * batch, types, length, HEAD, generator=g).div_(HEAD ** 0.5).requires_grad_()
-    k = torch.randn(copies * batch, types, length, HEAD, generator=g).requires_grad_()
+    q = torch.randn(copies * batch, types, length, HEAD, generator=g).div_(HEAD ** 0.5).to(device).requires_grad_()
+    k = torch.randn(copies * batch, types, length, HEAD, generator=g).to(device).requires_grad_()
     with TensorMemoryTracker() as tracker:
         step(q, k).backward()
     times = []
     for _ in range(repeats):
         q.grad = k.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         step(q, k).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return tracker.peak_bytes, times
 
@@ -89,14 +94,16 @@ def main() -> int:
     parser.add_argument("--block", type=int, default=None, help="start rows per block (default: automatic)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dense-limit-gib", type=float, default=6.0)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out")
     parser.add_argument("--json")
     args = parser.parse_args()
+    device = torch.device(args.device)
     results = []
     for shape in args.shapes:
         batch, types, length = (int(x) for x in shape.split(","))
         one = batch * types * length * length * 4
-        for name, (copies, paths) in cases(batch, types, length, args.block).items():
+        for name, (copies, paths) in cases(batch, types, length, args.block, device).items():
             row = {"shape": shape, "case": name, "one_copy_mib": one / 2**20,
                    "qk_grad_mib": 2 * copies * batch * types * length * HEAD * 4 / 2**20,
                    "block_rows": block_rows(torch.Size((copies * batch, types, length, length)), args.block)}
@@ -104,7 +111,7 @@ def main() -> int:
             for path, step in paths.items():
                 if path == "dense" and copies * one * 4 > args.dense_limit_gib * 2**30:
                     continue
-                peak, times = measure(step, copies, batch, types, length, args.repeats)
+                peak, times = measure(step, copies, batch, types, length, args.repeats, device)
                 row[f"{path}_peak_mib"] = peak / 2**20
                 timings[path] = times
                 row[f"{path}_s"] = statistics.median(times)
@@ -115,7 +122,8 @@ def main() -> int:
              f"(fp32); peak = tensors the step created, alive at once, less the gradients of q and k themselves "
              f"(which every path allocates: the 'q/k grads' column), i.e. scores + loss + KL + their backward; "
              f"time = median of {args.repeats} steps; "
-             f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, {platform.machine()}, "
+             f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'}, "
+             f"torch {torch.__version__}, {platform.machine()}, "
              f"{time.strftime('%Y-%m-%d')}. `scripts/bench_blockwise.py`.", "",
              "| B, T, L | case | one fp32 score copy | q/k grads | dense peak | blockwise peak (rows/block) | dense s | "
              "blockwise s | time × |", "|---|---|---|---|---|---|---|---|---|"]

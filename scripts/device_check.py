@@ -6,9 +6,10 @@ regularizer's cost ratio, peak memory at batch 32 × 128 and 8 × 512 tokens, an
 (CI runs it so that the script cannot rot), the comparison as a dry run (its plan).
 
 Writes to OUT (at most 8 files): summary.md and summary.json (every step's status, time and key figures),
-device_check.log (every step's output), throughput.md, memory.md, compare.md and cuda-tests.xml (JUnit).
+device_check.log (every step's output), throughput.md, memory.md, blockwise.md (the head's loss memory, dense
+vs blockwise), compare.md and cuda-tests.xml (JUnit).
 Each step has its own time limit; a step that fails or times out is reported and the next one runs.
-The GPU steps' limits add up to 7.5 minutes.
+The GPU steps' limits add up to 7.75 minutes.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def steps(cpu: bool, out: Path, scratch: Path) -> list[tuple[str, list[list[str]
     memory = [[*BENCH, *memory_args, "--batch-sizes", batch, "--lengths", lengths, "--regularizers",
                "none,rdrop" if cpu else "none,rdrop,vat,gp", "--json", str(scratch / f"memory-{batch}x{int(lengths.split(',')[0]) + 2}.json")]
               for batch, lengths in shapes]
+    # the head's loss alone, dense vs blockwise (issue #35's shapes on a GPU)
+    memory.append([sys.executable, "scripts/bench_blockwise.py", "--shapes", *(["2,3,40"] if cpu else
+                   ["32,10,512", "8,10,2048"]), "--repeats", "1" if cpu else "3", "--device", "cpu" if cpu else "cuda",
+                   "--dense-limit-gib", "6" if cpu else "40", "--out", str(out / "blockwise.md")])
     return [("cuda tests", tests, 60 if cpu else 210), ("throughput", throughput, 60 if cpu else 75),
-            ("memory", memory, 60 if cpu else 45), ("compare", compare, 60 if cpu else 120)]
+            ("memory", memory, 90 if cpu else 60), ("compare", compare, 60 if cpu else 120)]
 
 
 def run_step(name: str, commands: list[list[str]], limit: int, log) -> dict:
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         if (args.out / name).exists():
             lines += ["", "## Throughput", "", (args.out / name).read_text().strip()]
     lines += ["", "## Peak memory", "", memory]
+    if (args.out / "blockwise.md").exists():
+        lines += ["", "## The head's loss: dense vs blockwise", "", (args.out / "blockwise.md").read_text().strip()]
     if compare_text:
         lines += ["", "## Smoke comparison", "", compare_text.strip()[:4000]]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -195,3 +195,27 @@ def test_data_parallel_over_nccl_on_one_gpu_runs(tmp_path):
     assert "data parallel over 1 processes" in result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["world_size"] == 1 and metrics["train"]["ranks_in_sync"] is True
+
+
+def test_the_blockwise_loss_and_kl_equal_the_dense_ones_on_cuda():
+    from regner.model.blockwise import SpanField, blockwise_crossentropy, blockwise_rdrop
+    from regner.model.loss import multilabel_crossentropy
+    from regner.regularizers.kl import globalpointer_kl
+
+    torch.manual_seed(0)
+    batch, types, length = 4, 3, 37
+    q, k = (torch.randn(2 * batch, types, length, 16, device="cuda", requires_grad=True) for _ in range(2))
+    tokens = torch.arange(length, device="cuda")[None, :] < torch.tensor([37, 20, 9, 30], device="cuda")[:, None]
+    rows = torch.tensor([[0, 1, 2, 4], [1, 0, 3, 3], [5, 2, 0, 7], [6, 1, 8, 8]], device="cuda")
+    scores = torch.matmul(q, k.transpose(-1, -2))
+    mask = span_mask(tokens)
+    dense = multilabel_crossentropy(scores, rows, span_mask(torch.cat((tokens, tokens)))) \
+        + 5.0 * globalpointer_kl(scores[:batch], scores[batch:], mask)
+    ce, kl = blockwise_rdrop(SpanField(q, k), rows, tokens, block=5)
+    assert float(ce + 5.0 * kl) == pytest.approx(float(dense), rel=1e-5)
+    expected = torch.autograd.grad(dense, (q, k))
+    got = torch.autograd.grad(ce + 5.0 * kl, (q, k))
+    for e, g in zip(expected, got):
+        assert float((g - e).abs().max()) <= 1e-5 * float(e.abs().max())
+    single = blockwise_crossentropy(SpanField(q[:batch], k[:batch]), rows[:2], tokens)
+    assert float(single) == pytest.approx(float(multilabel_crossentropy(scores[:batch], rows[:2], mask)), rel=1e-5)
