@@ -35,6 +35,7 @@ from regner.model.numerics import masked_fill_value
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 22  # at most 4 Mi score cells (16 MiB in fp32) per block when no block size is given
 BLOCKS = 32  # and at least this many blocks (fewer where the rows run out)
+MIN_BLOCK_ELEMENTS = 1 << 20  # but blocks of at least 1 Mi cells (4 MiB) where the rows allow
 
 
 @dataclass
@@ -78,11 +79,14 @@ class SpanField:
 
 def block_rows(shape: torch.Size, block: int | None) -> int:
     """Start rows per block: ``block``, or 1/BLOCKS of the rows (a block's few temporaries then stay a small
-    fraction of one dense score tensor), and no more than DEFAULT_BLOCK_ELEMENTS cells."""
+    fraction of one dense score tensor) but no fewer than MIN_BLOCK_ELEMENTS cells (small score tensors go in
+    one or a few blocks: per-block overhead, not memory, is their cost), and no more than DEFAULT_BLOCK_ELEMENTS."""
     batch, types, length, _ = shape
     if block:
         return max(1, min(int(block), length))
-    return max(1, min(-(-length // BLOCKS), DEFAULT_BLOCK_ELEMENTS // max(1, batch * types * length)))
+    row = max(1, batch * types * length)
+    rows = max(-(-length // BLOCKS), MIN_BLOCK_ELEMENTS // row)
+    return max(1, min(length, rows, DEFAULT_BLOCK_ELEMENTS // row))
 
 
 def block_mask(token_mask: torch.Tensor, first: int, last: int) -> torch.Tensor:
