@@ -177,7 +177,8 @@ def bench(args) -> list[dict]:
         # `none` look ~20 % slow): one untimed run of the baseline first.
         for discard, name in [(True, args.regularizers[0])] * (number == 0) + [(False, n) for n in args.regularizers]:
             torch.manual_seed(0)
-            cfg = OmegaConf.create({**size, "max_position_embeddings": 512, "dropout": 0.1, "attn_implementation": "sdpa"})
+            cfg = OmegaConf.create({**size, "max_position_embeddings": max(512, args.lengths[1] + 2), "dropout": 0.1,
+                                    "attn_implementation": "sdpa"})
             model = SpanModel(tiny_encoder(vocab, cfg), [f"T{i}" for i in range(TYPES)], "globalpointer", HEAD_SIZE).to(device)
             dense_params = sum(p.numel() for n, p in model.named_parameters() if "word_embeddings" not in n)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -205,12 +206,13 @@ def bench(args) -> list[dict]:
                 teacher = ema.teacher if ema and isinstance(regularizer, MeanTeacher) else None
                 step = TrainingStep(model=model, batch=batch, targets=batch["spans"],
                                     mask=span_mask(batch["token_mask"]), kl=KL_VARIANTS[kl], autocast=autocast,
-                                    teacher=teacher)
+                                    teacher=teacher, blockwise=args.blockwise)
                 regularizer.step(step)
                 for extra in unlabeled[index * ratio:(index + 1) * ratio]:
                     regularizer.unlabeled_step(TrainingStep(model=model, batch=extra, targets=None,
                                                             mask=span_mask(extra["token_mask"]), kl=KL_VARIANTS[kl],
-                                                            autocast=autocast, teacher=teacher))
+                                                            autocast=autocast, teacher=teacher,
+                                                            blockwise=args.blockwise))
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -292,7 +294,8 @@ def table(rows: list[dict], args) -> str:
     peak = peak_tflops(device_name) if cuda else None
     size, vocab = encoder_shape(args.encoder)
     lines = [f"Encoder `{args.encoder}` ({size}, vocabulary {vocab:,}), random init, GlobalPointer {TYPES} types × head {HEAD_SIZE}, "
-             f"precision {args.precision}, {args.steps} timed steps after {args.warmup} warm-up, lengths "
+             f"{'blockwise head, ' if args.blockwise else ''}precision {args.precision}, {args.steps} timed steps after "
+             f"{args.warmup} warm-up, lengths "
              f"{args.lengths[0]}–{args.lengths[1]} + specials; "
              f"{device_name}, torch {torch.__version__}, {platform.machine()}, {time.strftime('%Y-%m-%d')}.", "",
              ("Peak MB: CUDA's max allocated memory" if cuda else
@@ -321,6 +324,8 @@ def main() -> None:
     parser.add_argument("--lengths", metavar="MIN,MAX", type=lambda s: tuple(int(x) for x in s.split(",")),
                         default=(20, 50), help="characters per text, uniform in [MIN, MAX] (+ 2 specials); "
                                                "MIN = MAX for one fixed length (e.g. 126,126: windows of 128)")
+    parser.add_argument("--blockwise", action="store_true",
+                        help="the head's loss, KL and R-Drop pair block by block (head.blockwise=true)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
