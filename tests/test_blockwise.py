@@ -219,3 +219,17 @@ def test_the_blockwise_keys_are_checked_before_any_data_is_read(override, key):
 
     with pytest.raises(ConfigError, match=key):
         validate_config(compose_config(override))
+
+
+def test_auto_goes_blockwise_for_long_windows_only():
+    from regner.model.blockwise import AUTO_MIN_LENGTH, use_blockwise
+
+    from .helpers import tiny_batch, tiny_model, training_step
+
+    assert use_blockwise("auto", AUTO_MIN_LENGTH) and not use_blockwise("auto", AUTO_MIN_LENGTH - 1)
+    assert use_blockwise(True, 3) and not use_blockwise(False, 4096)
+    step = training_step(tiny_model(), tiny_batch())  # 6 tokens: the dense path
+    auto = type(step)(**{**step.__dict__, "blockwise": "auto", "plain_mask": None})
+    assert auto.blockwise is False and not isinstance(auto.scores(), SpanField)
+    forced = type(step)(**{**step.__dict__, "blockwise": True, "plain_mask": None})
+    assert isinstance(forced.scores(), SpanField)

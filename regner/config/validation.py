@@ -142,7 +142,7 @@ RULES: list[Rule] = [
     boolean("data.unlabeled_from_train"),
     boolean("data.unlabeled_dedup"),
     boolean("trainer.deterministic"),
-    boolean("head.blockwise"),
+    Rule("head.blockwise", "true, false or auto", lambda v: isinstance(v, bool) or v == "auto"),
     integer("head.block_rows", 1, optional=True),
     integer("unlabeled.ratio", 0, 64),
     integer("unlabeled.batch_size", 1, optional=True),

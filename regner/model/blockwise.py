@@ -38,6 +38,18 @@ BLOCKS = 32  # and at least this many blocks (fewer where the rows run out)
 MIN_BLOCK_ELEMENTS = 1 << 20  # but blocks of at least 1 Mi cells (4 MiB) where the rows allow
 
 
+AUTO_MIN_LENGTH = 128  # head.blockwise=auto: blockwise from this window length (docs/benchmarks/2026-12-06-blockwise-cpu.md)
+
+
+def use_blockwise(mode: bool | str, length: int) -> bool:
+    """``head.blockwise`` for a batch of windows of ``length`` tokens: true, false, or ``auto`` (blockwise from
+    AUTO_MIN_LENGTH tokens, where the blockwise loss measured as fast as the dense one or faster; below it the
+    score tensor is small and the dense path has no per-block overhead)."""
+    if mode == "auto":
+        return length >= AUTO_MIN_LENGTH
+    return bool(mode)
+
+
 @dataclass
 class SpanField:
     q: torch.Tensor  # [B, T or 1, L, D], fp32, RoPE and 1/√d applied

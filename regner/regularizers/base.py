@@ -24,7 +24,13 @@ from typing import Any
 
 import torch
 
-from regner.model.blockwise import SpanField, blockwise_crossentropy, blockwise_globalpointer_kl, blockwise_rdrop
+from regner.model.blockwise import (
+    SpanField,
+    blockwise_crossentropy,
+    blockwise_globalpointer_kl,
+    blockwise_rdrop,
+    use_blockwise,
+)
 from regner.model.loss import multilabel_crossentropy, positive_rows
 from regner.model.numerics import at_least_fp32
 from regner.regularizers.kl import globalpointer_kl
@@ -51,13 +57,15 @@ class TrainingStep:
     kept: torch.Tensor | None = None  # the share of valid cells the threshold kept, set by consistency_mask
     # head.blockwise: the model hands over SpanFields, and CE, the per-logit KL and R-Drop's pair run block by
     # block (regner/model/blockwise.py) over block_rows start rows (None: automatic); the rest uses .dense()
-    blockwise: bool = False
+    blockwise: bool | str = False  # true, false, or "auto" (decided by this batch's length: use_blockwise)
     block_rows: int | None = None
     plain_mask: torch.Tensor | None = None  # the valid-span mask this step was made with (``mask`` may narrow)
 
     def __post_init__(self):
         if self.plain_mask is None:
             self.plain_mask = self.mask
+        if self.blockwise == "auto":
+            self.blockwise = use_blockwise(self.blockwise, self.input_ids.shape[-1])
         raw = getattr(self.kl, "raw", self.kl)
         if self.blockwise:
             self.kl = _field_kl(raw, self)

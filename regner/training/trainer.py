@@ -113,8 +113,8 @@ class Trainer:
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.regularizer = instantiate_regularizer(cfg.regularizer)
         self.kl = get_kl(cfg.kl.name, cfg.kl.get("reduction", "mean"))
-        # head.blockwise: loss, per-logit KL and decoding block by block (regner/model/blockwise.py)
-        self.blockwise = {"blockwise": True, "block_rows": cfg.head.get("block_rows")} if cfg.head.get("blockwise") else {}
+        mode = cfg.head.get("blockwise") or False  # loss, KL and decoding block by block (model/blockwise.py)
+        self.blockwise = {"blockwise": mode, "block_rows": cfg.head.get("block_rows")} if mode else {}
         if self.blockwise and getattr(self.regularizer, "mode", None) == "exact":
             log.info("head.blockwise with the exact gradient penalty: its double backward uses the dense scores")
         log.info("model: %s encoder (%.1fM parameters), %s head; regularizer %r, kl=%s%s",
