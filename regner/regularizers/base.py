@@ -66,9 +66,8 @@ class TrainingStep:
             self.plain_mask = self.mask
         if self.blockwise == "auto":
             self.blockwise = use_blockwise(self.blockwise, self.input_ids.shape[-1])
-        raw = getattr(self.kl, "raw", self.kl)
-        if self.blockwise:
-            self.kl = _field_kl(raw, self)
+        raw = getattr(self.kl, "raw", self.kl)  # a KL that another step wrapped for itself: this step's own
+        self.kl = _field_kl(raw, self) if self.blockwise else raw
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -100,8 +99,10 @@ class TrainingStep:
         """The model under the training precision: its scores, or with ``blockwise`` their SpanField
         (``dense=True``: the dense scores even then, for the exact gradient penalty's double backward)."""
         extra = {"field": True} if self.blockwise and not dense else {}
+        if inputs_embeds is not None:
+            extra["inputs_embeds"] = inputs_embeds
         with self.autocast():
-            return self.model(input_ids, attention_mask, inputs_embeds=inputs_embeds, **extra)
+            return self.model(input_ids, attention_mask, **extra)
 
     def scores(self, inputs_embeds: torch.Tensor | None = None, dense: bool = False) -> torch.Tensor | SpanField:
         return self.forward(self.input_ids if inputs_embeds is None else None, self.attention_mask, inputs_embeds,
