@@ -44,6 +44,10 @@ def test_identity_ignores_how_a_run_was_watched_but_not_what_it_computed():
     assert identity_key(config(trainer__lr=1e-3)) != base
     assert identity_key(config(seed=2)) != base
     assert identity_key(config(regularizer__rampup_steps=0)) != base
+    # how the head's loss is computed (dense or block by block) changes the last bits only, as threads do
+    blockwise = config()
+    blockwise["head"] = {"blockwise": "auto", "block_rows": 8}
+    assert identity_key(blockwise) == base
 
 
 def test_data_files_are_named_by_their_content_so_a_copy_elsewhere_is_the_same_run(tmp_path):

@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 # Keys that do not change what a run computes (how it was watched, where it was written).
-# trainer.num_threads changes the order of float sums on CPU in the last bits only.
+# trainer.num_threads changes the order of float sums on CPU in the last bits only; so do head.blockwise and
+# head.block_rows (the same loss and gradients within 1e-5, tests/test_blockwise.py).
 RUN_ONLY = ("resume", "ckpt", "trainer.num_threads", "trainer.progress", "trainer.loggers", "trainer.mlflow",
             "trainer.log_every", "trainer.feature_cache", "trainer.num_workers", "trainer.save_every_steps",
-            "trainer.resume", "encoder.missing_hint", "data.root")
+            "trainer.resume", "encoder.missing_hint", "data.root", "head.blockwise", "head.block_rows")
 DATA_FILES = ("data.train", "data.dev", "data.test", "data.unlabeled")
 # (section, key) → the value at which the key behaves as the code before it existed (runs made then lack
 # it), wherever under the section it is (a stacked regularizer's parts have their own)
 LEGACY: dict[tuple[str, str], Any] = {("regularizer", "rampup_steps"): 0, ("data", "unlabeled"): None,
                                       ("data", "unlabeled_format"): "text", ("data", "unlabeled_from_train"): False,
                                       ("data", "unlabeled_dedup"): True, ("unlabeled", "rampup_epochs"): 0,
-                                      ("unlabeled", "threshold"): None, ("trainer", "deterministic"): False,
-                                      ("head", "blockwise"): False, ("head", "block_rows"): None}
+                                      ("unlabeled", "threshold"): None, ("trainer", "deterministic"): False}
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 ENCODER_FILES = ("config.json", *WEIGHTS, "tokenizer.json", "vocab.txt")
 # A committed encoder directory keeps its fingerprint here instead of its weights.
