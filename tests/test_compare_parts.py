@@ -45,9 +45,12 @@ def test_identity_ignores_how_a_run_was_watched_but_not_what_it_computed():
     assert identity_key(config(seed=2)) != base
     assert identity_key(config(regularizer__rampup_steps=0)) != base
     # how the head's loss is computed (dense or block by block) changes the last bits only, as threads do
-    blockwise = config()
-    blockwise["head"] = {"blockwise": "auto", "block_rows": 8}
-    assert identity_key(blockwise) == base
+    dense, blockwise = config(), config()
+    dense["head"] = {"type": "globalpointer", "threshold": 0.0}
+    blockwise["head"] = {"type": "globalpointer", "threshold": 0.0, "blockwise": "auto", "block_rows": 8}
+    assert identity_key(blockwise) == identity_key(dense)
+    dense["head"]["threshold"] = 0.5
+    assert identity_key(blockwise) != identity_key(dense)
 
 
 def test_data_files_are_named_by_their_content_so_a_copy_elsewhere_is_the_same_run(tmp_path):
