@@ -16,18 +16,15 @@ the last epoch lags the student). Read on dev F1, never on test.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import datetime
-import json
 import math
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from measuring import measure, regner_train  # noqa: E402
 
 from regner.experiments.benchmark.execution import machine_description  # noqa: E402
 
@@ -40,20 +37,14 @@ def cells(args) -> list[tuple]:
 
 def train(cell: tuple, args, root: Path) -> dict:
     weight, warmup, seed = cell
-    out = root / f"{weight}-{warmup}-{seed}"
-    command = [sys.executable, "-m", "regner", "train", f"hydra.run.dir={out}", f"seed={seed}",
-               "trainer.progress=false", "trainer.num_threads=1", f"data.max_train_samples={args.labeled}",
-               f"trainer.batch_size={args.batch_size}", f"trainer.max_epochs={args.epochs}",
-               f"trainer.patience={args.patience}"]
+    command = [f"seed={seed}", f"data.max_train_samples={args.labeled}", f"trainer.batch_size={args.batch_size}",
+               f"trainer.max_epochs={args.epochs}", f"trainer.patience={args.patience}"]
     if weight is None:
         command.append("regularizer=none")
     else:
         command += ["regularizer=mean_teacher", f"regularizer.alpha={weight}", f"regularizer.warmup={warmup}",
                     "data.unlabeled_from_train=true", f"unlabeled.ratio={args.ratio}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=7200)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = regner_train(root / f"{weight}-{warmup}-{seed}", command)
     return {"weight": weight, "warmup": warmup, "seed": seed, "dev_f1": metrics["dev"]["f1"],
             "test_f1": metrics["test"]["f1"], "best_epoch": metrics.get("best_epoch"),
             "train_s": metrics["train"]["train_time_s"]}
@@ -102,19 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", help="markdown result (a .json beside it)")
     args = parser.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        for row in pool.map(lambda cell: train(cell, args, Path(scratch)), cells(args)):
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    date = datetime.date.today().isoformat()
-    text = markdown(rows, args, date)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"date": date, "rows": rows}, indent=2) + "\n")
-    return 0
-
+    return measure(cells(args), lambda cell, root: train(cell, args, root),
+                   lambda rows, date: markdown(rows, args, date), args.jobs, args.out)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,17 +13,14 @@ newcomer's first sweep is) show the collapse; full runs (the default 10 epochs) 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import datetime
 import itertools
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from measuring import measure, regner_train  # noqa: E402
 
 from regner.experiments.benchmark.execution import machine_description  # noqa: E402
 
@@ -39,13 +36,8 @@ def grid(args) -> list[tuple[str, float, int, int]]:
 def train(cell: tuple[str, float, int, int], root: Path) -> dict:
     method, alpha, rampup, epochs = cell
     out = root / f"{method}-a{alpha}-r{rampup}-e{epochs}"
-    command = [sys.executable, "-m", "regner", "train", f"hydra.run.dir={out}", "trainer.progress=false",
-               "trainer.num_threads=1", f"regularizer={method}", f"alpha={alpha}",
-               f"regularizer.rampup_steps={rampup}", f"trainer.max_epochs={epochs}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=7200)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = regner_train(out, [f"regularizer={method}", f"alpha={alpha}", f"regularizer.rampup_steps={rampup}",
+                                 f"trainer.max_epochs={epochs}"])
     steps = sum(1 for _ in (out / "history.jsonl").read_text().splitlines())
     return {"method": method, "alpha": alpha, "rampup_steps": rampup, "epochs": epochs, "evaluations": steps,
             "steps": metrics["train"].get("steps"), "dev_f1": metrics["dev"]["f1"],
@@ -84,19 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", help="markdown result (a .json beside it)")
     args = parser.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        for row in pool.map(lambda cell: train(cell, Path(scratch)), grid(args)):
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    date = datetime.date.today().isoformat()
-    text = markdown(rows, date)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"date": date, "rows": rows}, indent=2) + "\n")
-    return 0
-
+    return measure(grid(args), train, markdown, args.jobs, args.out)
 
 if __name__ == "__main__":
     sys.exit(main())
