@@ -38,3 +38,26 @@ def training_step(model, batch, kl=globalpointer_kl, backward=None):
 
 def grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def killed_then_resumed(monkeypatch, cfg, run_dir, stop_at: int) -> dict:
+    """Train ``cfg`` into ``run_dir``, killed (KeyboardInterrupt) after ``stop_at`` optimizer steps, then resume
+    it there: the resumed run's metrics."""
+    import pytest
+
+    from regner.training.run import run_training
+    from regner.training.trainer import Trainer
+
+    original, calls = Trainer.training_step, {"n": 0}
+
+    def killed(self, batch):
+        calls["n"] += 1
+        if calls["n"] > stop_at:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "training_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, run_dir)
+    monkeypatch.setattr(Trainer, "training_step", original)
+    return run_training(cfg, run_dir, resume=True)

@@ -25,7 +25,7 @@ from regner.regularizers.kl import globalpointer_kl
 from regner.regularizers.vat import VAT
 from regner.training.run import run_training
 
-from .helpers import tiny_batch, tiny_model
+from .helpers import killed_then_resumed, tiny_batch, tiny_model
 from .test_training import compose_config
 
 pytestmark = [pytest.mark.cuda,
@@ -130,24 +130,10 @@ def test_the_exact_gradient_penalty_under_sdpa_is_second_order_on_cuda():
 
 
 def test_a_killed_and_resumed_cuda_run_matches_the_uninterrupted_one(tmp_path, monkeypatch):
-    from regner.training.trainer import Trainer
-
     cfg = compose_config(*TINY_RUN, "regularizer=rdrop", "trainer.save_every_steps=2",
                          "trainer.deterministic=true")
     reference = run_training(cfg, tmp_path / "reference")
-    original, calls = Trainer.training_step, {"n": 0}
-
-    def killed(self, batch):
-        calls["n"] += 1
-        if calls["n"] > 5:
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(Trainer, "training_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(Trainer, "training_step", original)
-    resumed = run_training(cfg, tmp_path / "resumed", resume=True)
+    resumed = killed_then_resumed(monkeypatch, cfg, tmp_path / "resumed", 5)
     assert resumed["dev"] == reference["dev"] and resumed["test"] == reference["test"]
 
 

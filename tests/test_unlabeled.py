@@ -19,6 +19,7 @@ from regner.training.state import TrainState
 from regner.training.trainer import Trainer
 from regner.training.unlabeled import UnlabeledStream
 
+from .helpers import killed_then_resumed
 from .test_training import compose_config
 
 SETTINGS = ["data.train_size=160", "data.dev_size=40", "data.test_size=40", "trainer.max_epochs=2",
@@ -164,19 +165,7 @@ def test_unlabeled_pool_from_train_and_a_killed_run_resumes_exactly(tmp_path, mo
                          "unlabeled.ratio=2", "unlabeled.rampup_epochs=1", "unlabeled.threshold=0.9",
                          "trainer.save_every_steps=2")
     reference = run_training(cfg, tmp_path / "reference")
-    original, calls = Trainer.training_step, {"n": 0}
-
-    def killed(self, batch):
-        calls["n"] += 1
-        if calls["n"] > 5:  # mid-epoch 2 (4 labeled batches per epoch)
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(Trainer, "training_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, tmp_path / "resumed")
-    monkeypatch.setattr(Trainer, "training_step", original)
-    resumed = run_training(cfg, tmp_path / "resumed", resume=True)
+    resumed = killed_then_resumed(monkeypatch, cfg, tmp_path / "resumed", 5)  # mid-epoch 2 (4 labeled batches each)
     assert resumed["dev"] == reference["dev"] and resumed["test"] == reference["test"]
     assert [r["dev"] for r in history(tmp_path / "resumed")] == [r["dev"] for r in history(tmp_path / "reference")]
 
