@@ -139,3 +139,14 @@ def test_pooled_interval_covers_the_truth_about_95_percent_with_few_datasets():
         low, high = random_effects(effects).ci
         covered += low <= truth <= high
     assert 0.90 <= covered / trials <= 0.995  # floored HKSJ: 0.9925 here (plain HKSJ 0.93); the normal interval 0.865 fails
+
+
+def test_futility_waits_for_futility_from_seeds_and_touches_no_other_verdict():
+    noisy = [0.04, -0.035, 0.01, -0.02, 0.03]
+    early = Design(looks=(2, 3, 4, 5), methods=15, delta=0.01)
+    assert decide(noisy, early, 0).state == "futile"  # judged from an SD with one degree of freedom
+    later = Design(looks=(2, 3, 4, 5), methods=15, delta=0.01, futility_from=3)
+    assert decide(noisy, later, 0).state == "open"
+    assert decide(noisy, later, 1).state == decide(noisy, early, 1).state  # from 3 seeds on, the same rule
+    clear = [0.031, 0.029, 0.030, 0.032, 0.028]
+    assert decide(clear, Design(looks=(3, 5), spending="pocock", futility_from=5), 0).state == "better"

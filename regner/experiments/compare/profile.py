@@ -11,6 +11,7 @@ from typing import Any
 
 from regner.errors import UserError
 from regner.experiments.benchmark.profile import Method
+from regner.experiments.compare.contrasts import Contrast, parse_contrasts
 from regner.experiments.compare.estimate import Estimate, parse_estimate
 from regner.experiments.compare.sequential import SPENDING, Design
 
@@ -48,6 +49,7 @@ class CompareProfile:
     cache: list[str]
     throughput: list[str] = field(default_factory=list)
     estimate: Estimate | None = None  # the expected time before any run is cached (estimate.py)
+    contrasts: list[Contrast] = field(default_factory=list)  # method against method, from the runs (contrasts.py)
 
     @property
     def rows(self) -> int:
@@ -96,6 +98,12 @@ def _increasing(value: Any, key: str, low: int) -> tuple[int, ...]:
             or value != sorted(set(value)):
         raise _fail(key, f"an increasing list of seed counts ≥ {low}, got {value!r}")
     return tuple(value)
+
+
+def _count(value: Any, key: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _fail(key, f"an integer ≥ {low}, got {value!r}")
+    return value
 
 
 def _number(spec: dict, key: str, low: float, high: float, optional: bool = False) -> float | None:
@@ -184,6 +192,7 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
     design = Design(looks=looks, alpha=_number(spec, "alpha", 0.0, 1.0), methods=max(1, len(datasets) * len(regimes)
                     * (len(methods) - 1)), delta=target, equivalence_alpha=_number(spec, "equivalence_alpha", 0.0, 0.5),
                     spending=spending, futility_power=_number(spec, "futility_power", 0.0, 1.0),
+                    futility_from=_count(spec.get("futility_from", 2), "futility_from", 2),
                     power=_number(spec, "power", 0.0, 1.0))
     throughput = [str(a).replace("{encoder}", encoder or "") for a in spec.get("throughput") or []]
     return CompareProfile(name, str(spec.get("description") or ""), datasets, regimes,
@@ -191,4 +200,5 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
                           Tuning(tune_seeds, rungs, tune_regimes, drop_alpha, bool(tune.get("extend_grid", True))),
                           seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder,
                           [locate(c) for c in cache], throughput,
-                          parse_estimate(spec.get("estimate"), list(datasets), list(methods), _fail))
+                          parse_estimate(spec.get("estimate"), list(datasets), list(methods), _fail),
+                          parse_contrasts(spec.get("contrasts"), list(methods), _fail))

@@ -9,6 +9,7 @@ import statistics
 from typing import Any
 
 from regner.experiments.benchmark.profile import value_label
+from regner.experiments.compare import contrasts
 from regner.experiments.compare.engine import BASELINE
 from regner.experiments.compare.pooling import Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
@@ -157,7 +158,7 @@ def design_text(driver) -> str:
             f"{', '.join(map(str, d.looks))} seeds, {SPENDING_NAMES[d.spending]} alpha spending, familywise α "
             f"{d.alpha:g} split over {d.methods} rows ({d.method_alpha:.2g} each), equivalence (TOST) within "
             f"±{points(d.delta, False)} F1 points at level {d.equivalence_alpha:g}, futility below conditional power "
-            f"{d.futility_power:g}, MDE at {d.power:.0%} power; collapse watch `{driver.collapse_watch}`. "
+            f"{d.futility_power:g} from {d.futility_from} seeds on, MDE at {d.power:.0%} power; collapse watch `{driver.collapse_watch}`. "
             "docs/benchmarks/PROTOCOL.md (\"Sequential comparison\") gives the reasons.")
 
 
@@ -180,8 +181,17 @@ def race_lines(driver) -> list[str]:
     return lines + ([""] + notes if notes else [])
 
 
-def markdown(driver, preamble: str, table: list[dict], pooled: list[dict]) -> str:
-    """The report; ``table`` and ``pooled`` are :func:`rows` and :func:`pooled_rows` of ``driver``."""
+def contrast_rows(driver) -> tuple[list[contrasts.ContrastRow], list[dict]]:
+    """The profile's contrasts (method against method) on every (dataset, regime), and pooled."""
+    d = driver.profile.design
+    found = contrasts.contrast_rows(driver.comparisons, driver.profile.contrasts, d.alpha, d.delta, d.power)
+    return found, contrasts.pooled_contrasts(found)
+
+
+def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
+             versus: tuple[list, list] = ([], [])) -> str:
+    """The report; ``table``, ``pooled`` and ``versus`` are :func:`rows`, :func:`pooled_rows` and
+    :func:`contrast_rows` of ``driver``."""
     p = driver.profile
     lines = [f"# Comparison `{p.name}`", "", preamble, "", "## Design", "", design_text(driver), ""]
     lines += ["## Verdicts", "", "Δ is method − none in F1 points on the judged split (test where the dataset has "
@@ -207,6 +217,7 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict]) -> st
         lines += [f"| {r['regime']} | {r['method']} | {', '.join(r['datasets'])} | {points(r['estimate'])} | "
                   f"[{points(r['ci'][0])}, {points(r['ci'][1])}] | {points(r['tau'], False)} |" for r in pooled]
         lines += ["", *(f"- {r['sentence']}" for r in pooled), ""]
+    lines += contrasts.markdown_lines(*versus, p.design.alpha, p.design.delta)
     if driver.races:
         lines += ["## Tuning by racing", "", *race_lines(driver), ""]
     if driver.missing:
@@ -217,7 +228,7 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict]) -> st
     return "\n".join(lines).rstrip() + "\n"
 
 
-def summary(driver, table: list[dict], pooled: list[dict]) -> dict:
+def summary(driver, table: list[dict], pooled: list[dict], versus: tuple[list, list] = ([], [])) -> dict:
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -230,6 +241,7 @@ def summary(driver, table: list[dict], pooled: list[dict]) -> dict:
     return clean({"profile": driver.profile.name, "runs_used": len(driver.used), "trained": driver.trained,
                   "runs_used_by_stage": {stage: driver.used_in(stage) for stage in ("tune", "compare")},
                   "rows": table, "pooled": pooled,
+                  "contrasts": [r.as_dict() for r in versus[0]], "pooled_contrasts": versus[1],
                   "chosen": [{"dataset": d, "regime": r, "method": m, "value": race.chosen, "reason": race.reason}
                              for (d, r, m), race in driver.races.items()],
                   "missing": driver.missing, "failed": driver.failed})
@@ -238,7 +250,7 @@ def summary(driver, table: list[dict], pooled: list[dict]) -> dict:
 def write(driver, preamble: str) -> None:
     from regner.runs.io import atomic_write_text
 
-    table, pooled = rows(driver), pooled_rows(driver)  # once for both files
-    atomic_write_text(driver.out / "report.md", markdown(driver, preamble, table, pooled))
+    table, pooled, versus = rows(driver), pooled_rows(driver), contrast_rows(driver)  # once for both files
+    atomic_write_text(driver.out / "report.md", markdown(driver, preamble, table, pooled, versus))
     atomic_write_text(driver.out / "summary.json",
-                      json.dumps(summary(driver, table, pooled), indent=2, ensure_ascii=False) + "\n")
+                      json.dumps(summary(driver, table, pooled, versus), indent=2, ensure_ascii=False) + "\n")

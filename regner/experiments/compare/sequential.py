@@ -20,6 +20,8 @@ The design (docs/benchmarks/PROTOCOL.md, "Sequential comparison") is fixed befor
   conditional power of each decision at the last look, given the data so far and assuming the
   observed mean difference is the truth (SD as observed), is computed; when both are below
   ``futility_power`` the method is *futile*: more seeds within the design would very likely not decide it.
+  Not before ``futility_from`` seeds: a conditional power computed from two seeds rests on an SD with one
+  degree of freedom, and stops methods that a third seed would show to be decidable.
   The report then says how many seeds a decision would need.
 - **Exhausted**: the last look (or the run budget) came without a decision: the interval and the
   minimal detectable effect (MDE at 80 % power for the seeds it had) are what the row can say.
@@ -82,6 +84,7 @@ class Design:
     equivalence_alpha: float = 0.05  # per method: P(equivalent | true difference = ±delta) ≤ this
     spending: str = "obrien_fleming"
     futility_power: float = 0.2  # futile when neither decision reaches this conditional power by the last look
+    futility_from: int = 2  # the fewest seeds at which a method may stop as futile
     power: float = 0.8  # for the minimal detectable effect
 
     def __post_init__(self):
@@ -206,7 +209,7 @@ def decide(differences: list[float], design: Design, look: int, explain: bool = 
     power_difference, power_equivalence = _conditional_power(
         mean, sd, n, design.looks[-1], design.difference_levels()[-1], design.equivalence_levels()[-1], design.delta)
     details.update(conditional_power_difference=power_difference, conditional_power_equivalence=power_equivalence)
-    if max(power_difference, power_equivalence) < design.futility_power:
+    if max(power_difference, power_equivalence) < design.futility_power and n >= design.futility_from:
         return Decision("futile", n, mean, sd, ci, mde, f"by {design.looks[-1]} seeds a difference verdict has "
                         f"conditional power {power_difference:.2f} and equivalence {power_equivalence:.2f} (< "
                         f"{design.futility_power:g})", needed, details)
