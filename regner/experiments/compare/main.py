@@ -28,6 +28,11 @@ INVOCATION_KEYS = ("out", "cache", "train", "dry_run", "progress", "budget", "de
                    "contrasts")  # the report's secondary analyses: no run depends on them
 
 
+# design keys a comparison may change between invocations: futility is non-binding (it only stops methods,
+# the alpha spending is the same), so neither error rate depends on them
+NON_BINDING = ("futility_from", "futility_power")
+
+
 def say(message: str) -> None:
     print(f"regner compare: {message}", file=sys.stderr, flush=True)
 
@@ -46,6 +51,13 @@ def claim(out: Path, spec: dict, profile: CompareProfile) -> None:
                          if old.get("comparison", {}).get(k) != new["comparison"].get(k))
         if old.get("encoder_sha256") != fingerprint:
             changed.append("encoder (its fingerprint)")
+        if set(changed) <= set(NON_BINDING):
+            before, after = old.get("comparison", {}), new["comparison"]
+            moves = ", ".join(f"{k}: {before.get(k)} → {after.get(k)}" for k in changed)
+            say(f"{out}: the futility rule changed ({moves}); futility only ever stops a method, so the comparison "
+                "continues with the new rule and the same error rates")
+            saved.write_text(identity, encoding="utf-8")
+            return
         raise CompareError(f"{out} holds another comparison (changed: {', '.join(changed) or 'its record'}); a "
                            f"comparison's directory is never reused for another: choose another out=DIR, and add "
                            f"cache=[{out}] to reuse its runs")
