@@ -361,3 +361,38 @@ def test_the_estimate_is_the_profile_s_arithmetic():
 def test_a_bad_estimate_is_refused_naming_its_key(estimate, key):
     with pytest.raises(CompareError, match=f"^{key}:"):
         load_profile({**SPEC, "estimate": estimate}, "test")
+
+
+def test_a_regime_may_compare_some_methods_on_some_datasets_and_strengths_may_be_raced_on_one_dataset(tmp_path):
+    spec = {"datasets": {"d": ["data=demo"], "e": ["data=demo", "data.train_size=100"]},
+            "regimes": {"r": ["encoder=tiny"],
+                        "x": {"overrides": ["encoder=tiny", "trainer.lr=1e-3"], "methods": ["b", "none"],
+                              "datasets": ["e"]}},
+            "tune": {**SPEC["tune"], "datasets": ["d"], "regimes": ["r"]}}
+    index = RunIndex()
+    executor = FakeExecutor(index, {"a": 0.05, "alpha=2": 0.02})
+    run = driver(tmp_path, index, executor, **spec)
+    assert run.profile.cells() == [("d", "r"), ("e", "r"), ("e", "x")]
+    assert run.profile.rows == 2 + 2 + 1 and run.profile.design.methods == 5  # the family counts every row
+    assert list(run.races) == [("d", "r", "a")]  # raced on d only
+    assert all(isinstance(u.owner, Race) for u in run.units())  # e waits for d's race before comparing
+    run.run()
+    assert set(run.comparisons) == {("d", "r"), ("e", "r"), ("e", "x")}
+    assert list(run.comparisons[("e", "x")].states) == ["b"]
+    chosen = run.races[("d", "r", "a")].chosen
+    assert run.chosen("e", "r", "a") == chosen
+    e_runs = [k for k in executor.trained if k.startswith("data=demo|data.train_size=100") and "regularizer=fgm" in k]
+    assert e_runs and all(f"|alpha={chosen}|" in k for k in e_runs)  # e's a runs use d's choice
+    assert not any("trainer.lr=1e-3" in k and "regularizer=fgm" in k for k in executor.trained)  # x has no a
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"regimes": {"r": {"overrides": ["encoder=tiny"], "methods": ["a"]}}}, "regimes.r.methods"),
+    ({"regimes": {"r": {"overrides": ["encoder=tiny"], "methods": ["none", "zz"]}}}, "regimes.r.methods"),
+    ({"regimes": {"r": {"overrides": ["encoder=tiny"], "dataset": ["d"]}}}, "regimes.r"),
+    ({"regimes": {"r": ["encoder=tiny"], "x": {"overrides": [], "methods": ["none", "b"]}},
+      "tune": {**SPEC["tune"], "regimes": ["x"]}}, "regimes.r.methods"),
+    ({"tune": {**SPEC["tune"], "datasets": ["nope"]}}, "tune.datasets")])
+def test_a_bad_regime_subset_or_tune_dataset_is_refused_naming_its_key(change, key):
+    with pytest.raises(CompareError, match=f"^{key}:"):
+        load_profile({**SPEC, **change}, "test")

@@ -67,9 +67,9 @@ class Driver:
 
     def __post_init__(self):
         p = self.profile
-        for dataset in p.datasets:
-            for regime in p.tuning.regimes:
-                for method in p.methods.values():
+        for dataset, regime in p.cells():
+            if dataset in p.tuning.datasets and regime in p.tuning.regimes:
+                for method in (p.methods[m] for m in p.methods_in(regime)):
                     if method.tuned:
                         self.races[(dataset, regime, method.name)] = Race(
                             method, p.tuning.seeds, p.tuning.rungs, p.tuning.drop_alpha, p.tuning.extend_grid)
@@ -97,11 +97,20 @@ class Driver:
             candidate = root / f"seed-{planned.seed}-{n}"
         return candidate
 
+    def source(self, dataset: str, regime: str) -> tuple[str, str]:
+        """The (dataset, regime) whose races choose the strengths of this one: itself where it is raced, else
+        the first tuned regime, on this dataset where it is a tune dataset, else on the first tune dataset
+        that regime compares."""
+        t = self.profile.tuning
+        regime = regime if regime in t.regimes else t.regimes[0]
+        if (dataset, regime) in self.profile.cells() and dataset in t.datasets:
+            return dataset, regime
+        return next(d for d in t.datasets if (d, regime) in self.profile.cells()), regime
+
     def chosen(self, dataset: str, regime: str, method: str) -> Any:
         if not self.profile.methods[method].tuned:
             return None
-        source = regime if regime in self.profile.tuning.regimes else self.profile.tuning.regimes[0]
-        return self.races[(dataset, source, method)].chosen
+        return self.races[(*self.source(dataset, regime), method)].chosen
 
     # -- the rounds -----------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
@@ -115,10 +124,13 @@ class Driver:
                         found.append(Unit(race, [self.planned(dataset, regime, method, v, s, "tune")
                                                  for v, s in race.needed()]))
                 continue
-            for regime in self.profile.regimes:
+            for regime in (r for d, r in self.profile.cells() if d == dataset):
+                source = self.source(dataset, regime)
+                if any(not r.done for (d, g, _), r in self.races.items() if (d, g) == source):
+                    continue  # its strengths are still being raced on another dataset
                 comparison = self.comparisons.get((dataset, regime))
                 if comparison is None:
-                    methods = [m for m in self.profile.methods if m != BASELINE]
+                    methods = [m for m in self.profile.methods_in(regime) if m != BASELINE]
                     comparison = Comparison(methods, self.profile.seeds, self.profile.design, _no_training)
                     self.comparisons[(dataset, regime)] = comparison
                 if any(s.open for s in comparison.states.values()):

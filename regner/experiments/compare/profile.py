@@ -27,6 +27,7 @@ class Tuning:
     regimes: list[str]
     drop_alpha: float
     extend_grid: bool
+    datasets: list[str] = field(default_factory=list)  # raced on; the others use the first one's choice
 
 
 @dataclass
@@ -50,11 +51,22 @@ class CompareProfile:
     throughput: list[str] = field(default_factory=list)
     estimate: Estimate | None = None  # the expected time before any run is cached (estimate.py)
     contrasts: list[Contrast] = field(default_factory=list)  # method against method, from the runs (contrasts.py)
+    # a regime may be a small contrast: only some methods, on some datasets (default: all of them)
+    regime_methods: dict[str, list[str]] = field(default_factory=dict)
+    regime_datasets: dict[str, list[str]] = field(default_factory=dict)
+
+    def methods_in(self, regime: str) -> list[str]:
+        """The methods compared in ``regime``, none first."""
+        return self.regime_methods.get(regime) or list(self.methods)
+
+    def cells(self) -> list[tuple[str, str]]:
+        """Every (dataset, regime) the profile compares, in profile order."""
+        return [(d, r) for d in self.datasets for r in self.regimes if d in (self.regime_datasets.get(r) or [d])]
 
     @property
     def rows(self) -> int:
         """The family of the better/worse verdicts: every (dataset, regime, method) compared with none."""
-        return len(self.datasets) * len(self.regimes) * (len(self.methods) - 1)
+        return sum(len(self.methods_in(r)) - 1 for _, r in self.cells())
 
 
 def locate(path: str) -> str:
@@ -121,7 +133,25 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
         if not isinstance(spec.get(key), dict) or not spec[key]:
             raise _fail(key, "a non-empty mapping (the profile, compare=<name>, sets it)")
     datasets = {n: _overrides(o, f"datasets.{n}") for n, o in spec["datasets"].items()}
-    regimes_raw = {n: _overrides(o, f"regimes.{n}") for n, o in spec["regimes"].items()}
+    regimes_raw, regime_methods, regime_datasets = {}, {}, {}
+    for n, r in spec["regimes"].items():
+        if isinstance(r, dict):
+            unknown = sorted(set(r) - {"overrides", "methods", "datasets"})
+            if unknown:
+                raise _fail(f"regimes.{n}", f"unknown key(s) {unknown}; a regime has overrides, methods, datasets")
+            for key, names, known in (("methods", regime_methods, spec["methods"]), ("datasets", regime_datasets,
+                                                                                   datasets)):
+                chosen = r.get(key)
+                if chosen is None:
+                    continue
+                if not isinstance(chosen, list) or not chosen or any(c not in known for c in chosen):
+                    raise _fail(f"regimes.{n}.{key}", f"a list of the profile's {key} ({', '.join(known)}), got "
+                                f"{chosen!r}")
+                names[n] = [c for c in known if c in chosen]  # in profile order
+            if n in regime_methods and ("none" not in regime_methods[n] or len(regime_methods[n]) < 2):
+                raise _fail(f"regimes.{n}.methods", "must include none and at least one other method")
+            r = r.get("overrides")
+        regimes_raw[n] = _overrides(r, f"regimes.{n}")
     uses_encoder = any("{encoder}" in o for overrides in regimes_raw.values() for o in overrides)
     encoder = spec.get("encoder_dir")
     if encoder and not uses_encoder:
@@ -161,6 +191,17 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
     tune_regimes = tune.get("regimes") or list(regimes)
     if not isinstance(tune_regimes, list) or any(r not in regimes for r in tune_regimes):
         raise _fail("tune.regimes", f"a list of the profile's regimes ({', '.join(regimes)}), got {tune_regimes!r}")
+    tune_datasets = tune.get("datasets") or list(datasets)
+    if not isinstance(tune_datasets, list) or any(d not in datasets for d in tune_datasets):
+        raise _fail("tune.datasets", f"a list of the profile's datasets ({', '.join(datasets)}), got {tune_datasets!r}")
+    for regime in regimes:  # a tuned method takes its strength from a race: one must run it
+        source = regime if regime in tune_regimes else tune_regimes[0]
+        missing = [m for m in regime_methods.get(regime, methods) if methods[m].tuned
+                   and m not in regime_methods.get(source, methods)]
+        if missing:
+            raise _fail(f"regimes.{regime}.methods", f"{', '.join(missing)} is tuned, but not raced in {source}")
+        if regime in tune_regimes and not set(regime_datasets.get(regime, datasets)) & set(tune_datasets):
+            raise _fail("tune.datasets", f"regime {regime} is tuned but compares none of the tune datasets")
     drop_alpha = _number(tune, "tune.drop_alpha", 0.0, 0.5)
     seeds = _seed_list(spec.get("seeds"), "seeds")
     shared = sorted(set(seeds) & set(tune_seeds))
@@ -189,16 +230,18 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
     cache = spec.get("cache") or []
     if not isinstance(cache, list) or not all(isinstance(c, str) for c in cache):
         raise _fail("cache", f"a list of directories or runs.jsonl.gz files whose runs may be reused, got {cache!r}")
-    design = Design(looks=looks, alpha=_number(spec, "alpha", 0.0, 1.0), methods=max(1, len(datasets) * len(regimes)
-                    * (len(methods) - 1)), delta=target, equivalence_alpha=_number(spec, "equivalence_alpha", 0.0, 0.5),
+    rows = sum(len(regime_methods.get(r, methods)) - 1 for d in datasets for r in regimes
+               if d in regime_datasets.get(r, [d]))
+    design = Design(looks=looks, alpha=_number(spec, "alpha", 0.0, 1.0), methods=max(1, rows), delta=target, equivalence_alpha=_number(spec, "equivalence_alpha", 0.0, 0.5),
                     spending=spending, futility_power=_number(spec, "futility_power", 0.0, 1.0),
                     futility_from=_count(spec.get("futility_from", 2), "futility_from", 2),
                     power=_number(spec, "power", 0.0, 1.0))
     throughput = [str(a).replace("{encoder}", encoder or "") for a in spec.get("throughput") or []]
     return CompareProfile(name, str(spec.get("description") or ""), datasets, regimes,
                           _overrides(spec.get("common"), "common"), methods,
-                          Tuning(tune_seeds, rungs, tune_regimes, drop_alpha, bool(tune.get("extend_grid", True))),
+                          Tuning(tune_seeds, rungs, tune_regimes, drop_alpha, bool(tune.get("extend_grid", True)),
+                                 [d for d in datasets if d in tune_datasets]),
                           seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder,
                           [locate(c) for c in cache], throughput,
                           parse_estimate(spec.get("estimate"), list(datasets), list(methods), _fail),
-                          parse_contrasts(spec.get("contrasts"), list(methods), _fail))
+                          parse_contrasts(spec.get("contrasts"), list(methods), _fail), regime_methods, regime_datasets)
