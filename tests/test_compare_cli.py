@@ -109,7 +109,7 @@ def test_another_comparison_in_the_same_directory_is_refused(tmp_path, monkeypat
     assert in_process(f"out={out}", "train=false", "budget.max_runs=3", *SMALL, capsys=capsys)[0] == 0  # a budget may change
     # so may the futility rule (non-binding: it only stops methods); the directory then holds the new design
     code, stderr = in_process(f"out={out}", "train=false", "futility_from=4", *SMALL, capsys=capsys)
-    assert code == 0 and "futility_from: 3 → 4" in stderr and "futility_from: 4" in (out / "comparison.yaml").read_text()
+    assert code == 0 and "futility_from: 2 → 4" in stderr and "futility_from: 4" in (out / "comparison.yaml").read_text()
     assert in_process(f"out={out}", "train=false", "futility_from=4", "contrasts={x: [rdrop, none]}", *SMALL,
                       capsys=capsys)[0] == 0  # contrasts only read the runs
 

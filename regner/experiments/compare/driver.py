@@ -63,7 +63,7 @@ class Driver:
     failed: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     judged: dict[str, str] = field(default_factory=dict)  # dataset -> the split its comparison judges
-    seconds: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)  # wall time of used runs
+    compared: dict[tuple[str, str, str], list[CachedRun]] = field(default_factory=dict)  # used comparison runs
 
     def __post_init__(self):
         p = self.profile
@@ -226,8 +226,7 @@ class Driver:
         for planned, run in zip(unit.runs, runs):
             comparison.results[(planned.method, planned.seed)] = Result(run.f1("test"), run.collapsed)
             self.judged.setdefault(planned.dataset, "test" if run.has_test else "dev")
-            if math.isfinite(run.seconds):
-                self.seconds.setdefault(planned.arm[:3], []).append(run.seconds)
+            self.compared.setdefault(planned.arm[:3], []).append(run)
 
     def watch(self, regime: str, comparison: Comparison) -> set[str]:
         """The methods that may not stop as futile or equivalent before the last look (collapse_watch):
@@ -246,9 +245,16 @@ class Driver:
         while self.step():
             pass
 
-    def seconds_by_method(self, dataset: str, regime: str) -> dict[str, float]:
-        """Mean wall seconds of the used comparison runs of each method in (dataset, regime)."""
-        return {m: sum(v) / len(v) for (d, r, m), v in self.seconds.items() if d == dataset and r == regime and v}
+    def mean_by_method(self, dataset: str, regime: str, attribute: str) -> dict[str, float]:
+        """The mean of a run attribute (``seconds``, ``memory_mb``) over the used comparison runs of each method
+        in (dataset, regime), where known."""
+        found = {}
+        for (d, r, m), runs in self.compared.items():
+            values = [getattr(run, attribute) for run in runs if d == dataset and r == regime]
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            if values:
+                found[m] = sum(values) / len(values)
+        return found
 
     # -- what it used ---------------------------------------------------------------------------------
     def used_in(self, stage: str) -> int:

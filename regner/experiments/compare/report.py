@@ -97,7 +97,8 @@ def rows(driver) -> list[dict[str, Any]]:
     """One row per (dataset, regime, method), in profile order."""
     found = []
     for (dataset, regime), comparison in driver.comparisons.items():
-        seconds = driver.seconds_by_method(dataset, regime)
+        seconds = driver.mean_by_method(dataset, regime, "seconds")
+        memory = driver.mean_by_method(dataset, regime, "memory_mb")
         for method, state in comparison.states.items():
             d = state.decision
             value = driver.chosen(dataset, regime, method)
@@ -105,6 +106,7 @@ def rows(driver) -> list[dict[str, Any]]:
             strength = f"{m.key}={value_label(value)}" if value is not None else ""
             split = driver.judged.get(dataset, "test")
             cost = (seconds.get(method, math.nan) / seconds[BASELINE]) if seconds.get(BASELINE) else math.nan
+            room = (memory.get(method, math.nan) / memory[BASELINE]) if memory.get(BASELINE) else math.nan
             found.append({
                 "dataset": dataset, "regime": regime, "method": method, "strength": strength,
                 "state": d.state if d else "exhausted", "seeds": d.n if d else 0, "stopped_by": state.stopped_by,
@@ -112,7 +114,7 @@ def rows(driver) -> list[dict[str, Any]]:
                 "sd": d.sd if d else math.nan, "mde": d.mde if d else math.nan,
                 "equivalence_bound": equivalence_bound(d) if d else math.nan, "margin": driver.profile.design.delta,
                 "seeds_needed": d.seeds_needed if d else None, "reason": d.reason if d else "no look reached",
-                "time_ratio": cost, "split": split,
+                "time_ratio": cost, "memory_ratio": room, "split": split,
                 "sentence": verdict_sentence(method, strength, d, driver.profile.design, split)})
     return found
 
@@ -200,16 +202,18 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
               "one, else dev), per shared seed, averaged; the interval is the usual unadjusted 95 % one (the verdict "
               "uses the look's spent level); the equivalence bound is the largest difference the data cannot rule "
               "out at the TOST level; time × is the method's mean run wall time over none's, from the comparison's "
-              "own runs (which ran side by side: indicative).", ""]
+              "own runs (which ran side by side: indicative); memory × is the same ratio of each run's peak memory (on a GPU its "
+              "peak allocation; on a CPU the training process's peak RSS, interpreter and torch included, so it "
+              "understates the method's own share).", ""]
     for (dataset, regime) in driver.comparisons:
         lines += [f"### {dataset}, {regime}", "",
                   "| method | strength | seeds | Δ | 95 % CI | state | why it stopped | MDE | equivalence bound | "
-                  "time × |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "time × | memory × |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in table if r["dataset"] == dataset and r["regime"] == regime):
             lines.append(f"| {r['method']} | {r['strength'] or '—'} | {r['seeds']} | {points(r['delta'])} | "
                          f"[{points(r['ci'][0])}, {points(r['ci'][1])}] | {r['state']} | {r['reason']} | "
                          f"{mde_text(r['mde'])} | {bound_text(r['equivalence_bound'])} | "
-                         f"{r['time_ratio']:.2f} |".replace("±—", "—").replace("| nan |", "| — |"))
+                         f"{r['time_ratio']:.2f} | {r['memory_ratio']:.2f} |".replace("±—", "—").replace("| nan |", "| — |"))
         lines += ["", *(f"- {r['sentence']}" for r in table if r["dataset"] == dataset and r["regime"] == regime), ""]
     if pooled:
         lines += ["## Across datasets", "", "A random-effects meta-analysis (DerSimonian–Laird τ², "
