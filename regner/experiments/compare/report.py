@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 from regner.experiments.benchmark.profile import value_label
-from regner.experiments.compare import contrasts
+from regner.experiments.compare import advice, contrasts
 from regner.experiments.compare.engine import BASELINE
 from regner.experiments.compare.pooling import Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
@@ -197,7 +197,8 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
     """The report; ``table``, ``pooled`` and ``versus`` are :func:`rows`, :func:`pooled_rows` and
     :func:`contrast_rows` of ``driver``."""
     p = driver.profile
-    lines = [f"# Comparison `{p.name}`", "", preamble, "", "## Design", "", design_text(driver), ""]
+    lines = [f"# Comparison `{p.name}`", "", preamble, "", *advice.what_to_use(driver, table),
+             "## Design", "", design_text(driver), ""]
     lines += ["## Verdicts", "", "Δ is method − none in F1 points on the judged split (test where the dataset has "
               "one, else dev), per shared seed, averaged; the interval is the usual unadjusted 95 % one (the verdict "
               "uses the look's spent level); the equivalence bound is the largest difference the data cannot rule "
@@ -248,6 +249,7 @@ def summary(driver, table: list[dict], pooled: list[dict], versus: tuple[list, l
                   "runs_used_by_stage": {stage: driver.used_in(stage) for stage in ("tune", "compare")},
                   "rows": table, "pooled": pooled,
                   "contrasts": [r.as_dict() for r in versus[0]], "pooled_contrasts": versus[1],
+                  "what_to_use": [line for line in advice.what_to_use(driver, table)[2:] if line],
                   "chosen": [{"dataset": d, "regime": r, "method": m, "value": race.chosen, "reason": race.reason}
                              for (d, r, m), race in driver.races.items()],
                   "missing": driver.missing, "failed": driver.failed})

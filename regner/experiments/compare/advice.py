@@ -1,0 +1,113 @@
+"""The report's "What to use": one paragraph per regime generated from the numbers, never written by hand.
+
+A method is recommended when its gain over ``none`` is beyond noise *in general*: its random-effects
+pooled difference across the datasets (:mod:`.pooling`) has a lower end above 0 at level α/m, m the
+methods pooled in the regime (Bonferroni: picking the best of m intervals at 95 % each would find a
+"winner" by chance far more often than 5 %). Among those, the cheapest by mean time × wins. With one dataset
+(nothing to pool) the rule reads the rows' sequential verdicts instead. Otherwise the paragraph says
+"none of them, at this precision" and what the data cannot rule out: the largest pooled upper end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from regner.experiments.compare.pooling import dataset_effect, random_effects
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f}" if math.isfinite(value) else "—"
+
+
+def _ratio(values: list[float]) -> float:
+    found = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(found) if found else math.nan
+
+
+def _finite(value: float) -> float:
+    """For ordering by cost: an unmeasured cost sorts last."""
+    return value if math.isfinite(value) else math.inf
+
+
+def _cost(rows: list[dict], method: str) -> str:
+    time = _ratio([r["time_ratio"] for r in rows if r["method"] == method])
+    memory = _ratio([r.get("memory_ratio", math.nan) for r in rows if r["method"] == method])
+    parts = [f"{time:.2f}× none's time" if math.isfinite(time) else "",
+             f"{memory:.2f}× its memory" if math.isfinite(memory) else ""]
+    return ", ".join(p for p in parts if p) or "cost not measured"
+
+
+def adjusted_pooled(driver, regime: str, alpha: float) -> list[dict[str, Any]]:
+    """Per method of ``regime``: the pooled difference from none with its (1 − α/m) interval."""
+    cells = {d: c for (d, r), c in driver.comparisons.items() if r == regime}
+    methods = list(next(iter(cells.values())).states) if cells else []
+    found = []
+    for method in methods:
+        effects = []
+        for comparison in cells.values():
+            decision = comparison.states[method].decision
+            if decision is None or decision.n < 2 or decision.state == "unstable":
+                continue
+            differences = comparison.differences(method)[:decision.n]
+            if statistics.variance(differences) > 0:
+                effects.append(dataset_effect(differences))
+        if len(effects) >= 2:
+            found.append((method, effects))
+    level = alpha / max(1, len(found))
+    return [{"method": m, "k": len(e), "pooled": random_effects(e, 1 - level), "level": level} for m, e in found]
+
+
+def what_to_use(driver, table: list[dict]) -> list[str]:
+    """The "What to use" section: one paragraph per regime."""
+    p = driver.profile
+    lines = ["## What to use", ""]
+    for regime in dict.fromkeys(r for _, r in driver.comparisons):
+        rows = [r for r in table if r["regime"] == regime]
+        pooled = adjusted_pooled(driver, regime, p.design.alpha)
+        datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+        lines += [f"**{regime}** ({', '.join(datasets)}): {paragraph(rows, pooled, p.design.delta)}", ""]
+    return lines
+
+
+def paragraph(rows: list[dict], pooled: list[dict], delta: float) -> str:
+    better = [r for r in rows if r["state"] == "better"]
+    worse = [r for r in rows if r["state"] in ("worse", "unstable")]
+    avoid = "" if not worse else " Avoid, where they were worse than none or collapsed: " + "; ".join(
+        f"{r['method']} on {r['dataset']} ({r['state']})" for r in worse) + "."
+    if pooled:
+        level = pooled[0]["level"]
+        winners = [e for e in pooled if e["pooled"].ci[0] > 0]
+        if winners:
+            cheapest = min(winners, key=lambda e: _finite(_ratio([r["time_ratio"] for r in rows
+                                                                  if r["method"] == e["method"]])))
+            pick = cheapest["pooled"]
+            others = [e["method"] for e in winners if e is not cheapest]
+            return (f"**{cheapest['method']}**: the cheapest method whose gain over none is beyond noise across "
+                    f"{pick.k} datasets: pooled {_points(pick.estimate)} F1 points ({1 - level:.4g} interval "
+                    f"{_points(pick.ci[0])} to {_points(pick.ci[1])}), at {_cost(rows, cheapest['method'])}."
+                    + (f" Also beyond noise, at a higher cost: {', '.join(others)}." if others else "") + avoid)
+        top = max(pooled, key=lambda e: e["pooled"].estimate)
+        reach = max(pooled, key=lambda e: e["pooled"].ci[1])
+        text = (f"**none of them, at this precision**: no method's pooled gain over none is beyond noise at level "
+                f"{level:.2g} (α split over the {len(pooled)} methods pooled). The largest pooled estimate is "
+                f"{top['method']}'s, {_points(top['pooled'].estimate)} points ({_points(top['pooled'].ci[0])} to "
+                f"{_points(top['pooled'].ci[1])}); gains up to {_points(reach['pooled'].ci[1])} points "
+                f"({reach['method']}) are not ruled out.")
+        if better:
+            text += " On single datasets: " + "; ".join(
+                f"{r['method']} is better than none on {r['dataset']} ({_points(r['delta'])})" for r in better) + "."
+        return text + avoid
+    if better:
+        cheapest = min(better, key=lambda r: _finite(r["time_ratio"]))
+        return (f"**{cheapest['method']}**: the cheapest method better than none on {cheapest['dataset']} "
+                f"({_points(cheapest['delta'])} points), at {_cost(rows, cheapest['method'])}; with one dataset, "
+                f"nothing says it helps elsewhere." + avoid)
+    decided = [r for r in rows if r["seeds"] >= 2 and math.isfinite(r["ci"][1])]
+    if not decided:
+        return "no verdict yet: no method has reached its first look." + avoid
+    reach = max(decided, key=lambda r: r["ci"][1])
+    return (f"**none of them, at this precision**: no method is better than none; gains up to "
+            f"{_points(reach['ci'][1])} points ({reach['method']} on {reach['dataset']}, unadjusted 95 % interval) "
+            f"are not ruled out." + avoid)

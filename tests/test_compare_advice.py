@@ -1,0 +1,44 @@
+"""The report's generated "What to use": the cheapest method whose pooled gain is beyond noise at the
+split level, or "none of them, at this precision" with what the data cannot rule out."""
+
+from __future__ import annotations
+
+import pytest
+
+from regner.experiments.compare import advice, report
+from regner.experiments.compare.cache import RunIndex
+from tests.test_compare_parts import FakeExecutor, driver
+
+TWO = {"datasets": {"d": ["data=demo"], "e": ["data=demo", "data.train_size=100"]}}
+
+
+def finished(tmp_path, effects: dict[str, float], **spec):
+    index = RunIndex()
+    run = driver(tmp_path, index, FakeExecutor(index, effects), **spec)
+    run.run()
+    return run, report.rows(run)
+
+
+def test_a_clear_gain_on_every_dataset_is_recommended_with_its_pooled_interval_and_cost(tmp_path):
+    run, table = finished(tmp_path, {"a": 0.05, "b": 0.0}, **TWO)
+    text = "\n".join(advice.what_to_use(run, table))
+    assert "**a**: the cheapest method whose gain over none is beyond noise across 2 datasets" in text
+    pooled = {e["method"]: e for e in advice.adjusted_pooled(run, "r", 0.05)}
+    assert pooled["a"]["level"] == pytest.approx(0.05 / len(pooled))
+    low, high = pooled["a"]["pooled"].ci
+    assert f"{100 * low:+.2f} to {100 * high:+.2f}" in text and "1.00× none's time" in text
+    assert text in report.markdown(run, "", table, report.pooled_rows(run))
+
+
+def test_no_gain_says_none_of_them_at_this_precision_and_what_is_not_ruled_out(tmp_path):
+    run, table = finished(tmp_path, {}, **TWO)
+    text = "\n".join(advice.what_to_use(run, table))
+    assert "**none of them, at this precision**" in text
+    reach = max(advice.adjusted_pooled(run, "r", 0.05), key=lambda e: e["pooled"].ci[1])
+    assert f"gains up to {100 * reach['pooled'].ci[1]:+.2f} points ({reach['method']}) are not ruled out" in text
+
+
+def test_with_one_dataset_the_rows_verdicts_decide(tmp_path):
+    run, table = finished(tmp_path, {"b": 0.06})
+    text = "\n".join(advice.what_to_use(run, table))
+    assert "**b**: the cheapest method better than none on d" in text and "nothing says it helps elsewhere" in text
