@@ -1,11 +1,12 @@
-"""The report's generated "What to use": the cheapest method whose pooled gain is beyond noise at the
-split level, or "none of them, at this precision" with what the data cannot rule out."""
+"""The report's generated parts: "What to use" (the cheapest method whose pooled gain is beyond noise at the
+split level, or "none of them, at this precision" with what the data cannot rule out) and the learning
+curves (each method's Δ against the labeled size, from the rows)."""
 
 from __future__ import annotations
 
 import pytest
 
-from regner.experiments.compare import advice, report
+from regner.experiments.compare import advice, curves, report
 from regner.experiments.compare.cache import RunIndex
 from tests.test_compare_parts import FakeExecutor, driver
 
@@ -42,3 +43,31 @@ def test_with_one_dataset_the_rows_verdicts_decide(tmp_path):
     run, table = finished(tmp_path, {"b": 0.06})
     text = "\n".join(advice.what_to_use(run, table))
     assert "**b**: the cheapest method better than none on d" in text and "nothing says it helps elsewhere" in text
+
+
+def test_a_learning_curve_reads_the_rows_at_each_labeled_size_and_is_drawn(tmp_path):
+    spec = {"datasets": {"small": ["data=demo", "data.max_train_samples=100"],
+                         "large": ["data=demo", "data.max_train_samples=200"]},
+            "curves": {"demo": ["large", "small"]}}
+    run, table = finished(tmp_path, {"a": 0.05}, **spec)
+    assert run.profile.curves == {"demo": [(100, "small"), (200, "large")]}
+    entries = curves.curve_rows(run.profile.curves, table)
+    a = next(e for e in entries if e["method"] == "a")
+    row = next(r for r in table if (r["dataset"], r["method"]) == ("large", "a"))
+    assert [p[0] for p in a["points"]] == [100, 200] and a["points"][1][1:4] == (row["delta"], *row["ci"])
+    text = report.markdown(run, "", table, [])
+    assert "## Learning curves" in text and "| 100 labeled (small) | 200 labeled (large) |" in text
+    assert curves.plot(entries, tmp_path / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("given, message", [({"c": ["small"]}, "two or more"),
+                                            ({"c": ["small", "plain"]}, "plain sets no data.max_train_samples"),
+                                            ({"c": ["small", "twin"]}, "two datasets of one size")])
+def test_a_bad_curve_is_refused_naming_its_key(given, message):
+    from regner.experiments.compare.profile import CompareError, load_profile
+    from tests.test_compare_parts import SPEC
+
+    datasets = {"small": ["data=demo", "data.max_train_samples=100"], "plain": ["data=demo"],
+                "twin": ["data=weibo", "data.max_train_samples=100"]}
+    with pytest.raises(CompareError, match=f"^curves.c: .*{message}"):
+        load_profile({**SPEC, "datasets": datasets, "curves": given}, "test")

@@ -25,7 +25,7 @@ from regner.experiments.compare.profile import CompareError, CompareProfile, loa
 # options of the invocation, not of the comparison: they may change between invocations on one directory
 INVOCATION_KEYS = ("out", "cache", "train", "dry_run", "progress", "budget", "description", "jobs",
                    "jobs_per_device", "devices", "encoder_dir", "estimate",  # the encoder counts by its fingerprint
-                   "contrasts")  # the report's secondary analyses: no run depends on them
+                   "contrasts", "curves")  # the report's secondary analyses: no run depends on them
 
 
 # design keys a comparison may change between invocations: futility is non-binding (it only stops methods,

@@ -12,6 +12,7 @@ from typing import Any
 from regner.errors import UserError
 from regner.experiments.benchmark.profile import Method
 from regner.experiments.compare.contrasts import Contrast, parse_contrasts
+from regner.experiments.compare.curves import parse_curves
 from regner.experiments.compare.estimate import Estimate, parse_estimate
 from regner.experiments.compare.sequential import SPENDING, Design
 
@@ -54,6 +55,7 @@ class CompareProfile:
     # a regime may be a small contrast: only some methods, on some datasets (default: all of them)
     regime_methods: dict[str, list[str]] = field(default_factory=dict)
     regime_datasets: dict[str, list[str]] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # learning curves (curves.py)
 
     def methods_in(self, regime: str) -> list[str]:
         """The methods compared in ``regime``, none first."""
@@ -244,4 +246,5 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
                           seeds, design, max_runs, max_hours, jobs, per_device, devices, encoder,
                           [locate(c) for c in cache], throughput,
                           parse_estimate(spec.get("estimate"), list(datasets), list(methods), _fail),
-                          parse_contrasts(spec.get("contrasts"), list(methods), _fail), regime_methods, regime_datasets)
+                          parse_contrasts(spec.get("contrasts"), list(methods), _fail), regime_methods, regime_datasets,
+                          parse_curves(spec.get("curves"), datasets, _fail))

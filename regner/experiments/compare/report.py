@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 from regner.experiments.benchmark.profile import value_label
-from regner.experiments.compare import advice, contrasts
+from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
 from regner.experiments.compare.pooling import Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
@@ -224,6 +224,7 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
         lines += [f"| {r['regime']} | {r['method']} | {', '.join(r['datasets'])} | {points(r['estimate'])} | "
                   f"[{points(r['ci'][0])}, {points(r['ci'][1])}] | {points(r['tau'], False)} |" for r in pooled]
         lines += ["", *(f"- {r['sentence']}" for r in pooled), ""]
+    lines += curves.markdown_lines(p.curves, curves.curve_rows(p.curves, table))
     lines += contrasts.markdown_lines(*versus, p.design.alpha, p.design.delta)
     if driver.races:
         lines += ["## Tuning by racing", "", *race_lines(driver), ""]
@@ -250,6 +251,7 @@ def summary(driver, table: list[dict], pooled: list[dict], versus: tuple[list, l
                   "rows": table, "pooled": pooled,
                   "contrasts": [r.as_dict() for r in versus[0]], "pooled_contrasts": versus[1],
                   "what_to_use": [line for line in advice.what_to_use(driver, table)[2:] if line],
+                  "learning_curves": curves.curve_rows(driver.profile.curves, table),
                   "chosen": [{"dataset": d, "regime": r, "method": m, "value": race.chosen, "reason": race.reason}
                              for (d, r, m), race in driver.races.items()],
                   "missing": driver.missing, "failed": driver.failed})
@@ -260,5 +262,6 @@ def write(driver, preamble: str) -> None:
 
     table, pooled, versus = rows(driver), pooled_rows(driver), contrast_rows(driver)  # once for both files
     atomic_write_text(driver.out / "report.md", markdown(driver, preamble, table, pooled, versus))
+    curves.plot(curves.curve_rows(driver.profile.curves, table), driver.out / "learning_curve.png")
     atomic_write_text(driver.out / "summary.json",
                       json.dumps(summary(driver, table, pooled, versus), indent=2, ensure_ascii=False) + "\n")
