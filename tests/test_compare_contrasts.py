@@ -63,7 +63,7 @@ def test_equivalence_is_a_tost_at_the_split_level_and_noise_is_undecided():
 
 class _Cell:
     def __init__(self, found: dict):
-        self.results, self.seeds = found, [1, 2, 3, 4, 5]
+        self.results, self.seeds, self.states = found, [1, 2, 3, 4, 5], {"a": None, "b": None}
 
 
 def test_the_family_is_every_contrast_row_bonferroni():

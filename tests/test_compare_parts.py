@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from regner.experiments.benchmark.profile import Method
+from regner.experiments.compare import report
 from regner.experiments.compare.cache import CachedRun, RunIndex
 from regner.experiments.compare.driver import Driver
 from regner.experiments.compare.identity import FINGERPRINT_FILE, encoder_fingerprint, identity, identity_key
@@ -396,3 +397,20 @@ def test_a_regime_may_compare_some_methods_on_some_datasets_and_strengths_may_be
 def test_a_bad_regime_subset_or_tune_dataset_is_refused_naming_its_key(change, key):
     with pytest.raises(CompareError, match=f"^{key}:"):
         load_profile({**SPEC, **change}, "test")
+
+
+def test_a_method_may_run_on_some_datasets_only(tmp_path):
+    spec = {"datasets": {"d": ["data=demo"], "e": ["data=demo", "data.train_size=100"]},
+            "methods": {**SPEC["methods"], "b": {"overrides": ["regularizer=noise"], "datasets": ["e"]}}}
+    index = RunIndex()
+    run = driver(tmp_path, index, FakeExecutor(index, {"b": 0.04}), **spec)
+    assert run.profile.methods_in("r", "d") == ["none", "a"] and run.profile.rows == 3
+    run.run()
+    assert list(run.comparisons[("d", "r")].states) == ["a"] and list(run.comparisons[("e", "r")].states) == ["a", "b"]
+    assert {r["method"] for r in report.pooled_rows(run)} == {"a"}  # b has one dataset: nothing to pool
+    with pytest.raises(CompareError, match="^methods.a.datasets: a is tuned"):
+        load_profile({**SPEC, **spec, "methods": {**spec["methods"], "a": {**SPEC["methods"]["a"], "datasets": ["e"]}},
+                      "tune": {**SPEC["tune"], "datasets": ["d"]}}, "test")
+    with pytest.raises(CompareError, match="^methods.none.datasets"):
+        load_profile({**SPEC, **spec, "methods": {**spec["methods"], "none": {"overrides": [], "datasets": ["e"]}}},
+                     "test")

@@ -42,11 +42,12 @@ def _cost(rows: list[dict], method: str) -> str:
 def adjusted_pooled(driver, regime: str, alpha: float) -> list[dict[str, Any]]:
     """Per method of ``regime``: the pooled difference from none with its (1 − α/m) interval."""
     cells = {d: c for (d, r), c in driver.comparisons.items() if r == regime}
-    methods = list(next(iter(cells.values())).states) if cells else []
     found = []
-    for method in methods:
+    for method in dict.fromkeys(m for c in cells.values() for m in c.states):
         effects = []
         for comparison in cells.values():
+            if method not in comparison.states:  # not compared on this dataset
+                continue
             decision = comparison.states[method].decision
             if decision is None or decision.n < 2 or decision.state == "unstable":
                 continue

@@ -121,7 +121,8 @@ def judge(dataset: str, regime: str, contrast: Contrast, results: dict, seeds: l
 def contrast_rows(comparisons: dict, contrasts: list[Contrast], alpha: float, delta: float,
                   power: float) -> list[ContrastRow]:
     """Every (dataset, regime) × contrast, each at level α / (their number)."""
-    cells = [(key, c) for key in comparisons for c in contrasts]
+    cells = [(key, c) for key in comparisons for c in contrasts
+             if all(m == "none" or m in comparisons[key].states for m in (c.a, c.b))]  # both compared there
     level = alpha / max(1, len(cells))
     return [judge(d, r, c, comparisons[(d, r)].results, comparisons[(d, r)].seeds, level, delta, power)
             for (d, r), c in cells]

@@ -69,7 +69,7 @@ class Driver:
         p = self.profile
         for dataset, regime in p.cells():
             if dataset in p.tuning.datasets and regime in p.tuning.regimes:
-                for method in (p.methods[m] for m in p.methods_in(regime)):
+                for method in (p.methods[m] for m in p.methods_in(regime, dataset)):
                     if method.tuned:
                         self.races[(dataset, regime, method.name)] = Race(
                             method, p.tuning.seeds, p.tuning.rungs, p.tuning.drop_alpha, p.tuning.extend_grid)
@@ -130,7 +130,7 @@ class Driver:
                     continue  # its strengths are still being raced on another dataset
                 comparison = self.comparisons.get((dataset, regime))
                 if comparison is None:
-                    methods = [m for m in self.profile.methods_in(regime) if m != BASELINE]
+                    methods = [m for m in self.profile.methods_in(regime, dataset) if m != BASELINE]
                     comparison = Comparison(methods, self.profile.seeds, self.profile.design, _no_training)
                     self.comparisons[(dataset, regime)] = comparison
                 if any(s.open for s in comparison.states.values()):

@@ -63,7 +63,7 @@ def hours(seconds: float) -> str:
 def plan_lines(profile, race_arms: dict[tuple[str, str, str], int]) -> list[str]:
     """The estimate's lines of the plan: one seed of everything, the first look, the whole bound."""
     e: Estimate = profile.estimate
-    compared = [(d, m) for d, r in profile.cells() for m in profile.methods_in(r)]
+    compared = [(d, m) for d, r in profile.cells() for m in profile.methods_in(r, d)]
     racing = [(d, m) for (d, _, m), arms in race_arms.items() for _ in range(arms * profile.tuning.rungs[-1])]
     per_seed = e.seconds(compared)
     first = per_seed * profile.design.looks[0]

@@ -82,7 +82,7 @@ def gather(out: Path, profile: CompareProfile) -> RunIndex:
 def plan_text(driver: Driver) -> str:
     p = driver.profile
     race_runs = sum((len(r.arms) + (1 if p.tuning.extend_grid else 0)) * p.tuning.rungs[-1] for r in driver.races.values())
-    compare_runs = sum(len(p.methods_in(r)) for _, r in p.cells()) * p.design.looks[-1]
+    compare_runs = sum(len(p.methods_in(r, d)) for d, r in p.cells()) * p.design.looks[-1]
     first = driver.units()
     keys = [driver.key(r) for u in first for r in u.runs]
     cached = sum(driver.index.get(k) is not None for k in keys)
@@ -124,7 +124,7 @@ def run_comparison(spec: dict, name: str) -> int:
         # every arm composed and validated before any data is read or any run is trained
         probe = Driver(profile, out, RunIndex(), composer, None)
         for dataset, regime in profile.cells():
-            for method in (profile.methods[m] for m in profile.methods_in(regime)):
+            for method in (profile.methods[m] for m in profile.methods_in(regime, dataset)):
                 for value in method.grid or [None]:
                     probe.key(probe.planned(dataset, regime, method.name, value, profile.seeds[0], "compare"))
         index = gather(out, profile)  # a missing cache root is refused before the directory is claimed

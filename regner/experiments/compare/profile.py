@@ -56,10 +56,13 @@ class CompareProfile:
     regime_methods: dict[str, list[str]] = field(default_factory=dict)
     regime_datasets: dict[str, list[str]] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # learning curves (curves.py)
+    # a method may run on some datasets only (a semi-supervised one where the training split leaves unlabeled text)
+    method_datasets: dict[str, list[str]] = field(default_factory=dict)
 
-    def methods_in(self, regime: str) -> list[str]:
-        """The methods compared in ``regime``, none first."""
-        return self.regime_methods.get(regime) or list(self.methods)
+    def methods_in(self, regime: str, dataset: str) -> list[str]:
+        """The methods compared on ``dataset`` in ``regime``, in profile order (none first)."""
+        return [m for m in self.regime_methods.get(regime) or self.methods
+                if dataset in self.method_datasets.get(m, [dataset])]
 
     def cells(self) -> list[tuple[str, str]]:
         """Every (dataset, regime) the profile compares, in profile order."""
@@ -68,7 +71,7 @@ class CompareProfile:
     @property
     def rows(self) -> int:
         """The family of the better/worse verdicts: every (dataset, regime, method) compared with none."""
-        return sum(len(self.methods_in(r)) - 1 for _, r in self.cells())
+        return sum(len(self.methods_in(r, d)) - 1 for d, r in self.cells())
 
 
 def locate(path: str) -> str:
@@ -163,16 +166,22 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
                     "outputs/pretrained/zh-mini from `make pretrain`)")
     encoder = locate(str(encoder)) if uses_encoder else None
     regimes = {n: [o.replace("{encoder}", encoder or "") for o in overrides] for n, overrides in regimes_raw.items()}
-    methods = {}
+    methods, method_datasets = {}, {}
     for method, m in spec["methods"].items():
         where = f"methods.{method}"
         if isinstance(m, list) or m is None:
             m = {"overrides": m}
         if not isinstance(m, dict):
             raise _fail(where, f"overrides, or a mapping with overrides, grid, default; got {m!r}")
-        unknown = sorted(set(m) - {"overrides", "grid", "default", "throughput"})
+        unknown = sorted(set(m) - {"overrides", "grid", "default", "throughput", "datasets"})
         if unknown:
-            raise _fail(where, f"unknown key(s) {unknown}; a method has overrides, grid, default, throughput")
+            raise _fail(where, f"unknown key(s) {unknown}; a method has overrides, grid, default, throughput, datasets")
+        if m.get("datasets") is not None:
+            if method == "none" or not isinstance(m["datasets"], list) or not m["datasets"] \
+                    or any(d not in datasets for d in m["datasets"]):
+                raise _fail(f"{where}.datasets", f"a list of the profile's datasets ({', '.join(datasets)}) for a method "
+                            f"other than none, got {m['datasets']!r}")
+            method_datasets[method] = [d for d in datasets if d in m["datasets"]]
         grid = m.get("grid") or {}
         if not isinstance(grid, dict) or len(grid) > 1:
             raise _fail(f"{where}.grid", f"one knob and its values ({{knob: [values]}}), got {grid!r}")
@@ -204,6 +213,10 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
             raise _fail(f"regimes.{regime}.methods", f"{', '.join(missing)} is tuned, but not raced in {source}")
         if regime in tune_regimes and not set(regime_datasets.get(regime, datasets)) & set(tune_datasets):
             raise _fail("tune.datasets", f"regime {regime} is tuned but compares none of the tune datasets")
+    for method, only in method_datasets.items():
+        if methods[method].tuned and not set(tune_datasets) <= set(only):
+            raise _fail(f"methods.{method}.datasets", f"{method} is tuned: its datasets must include every tune dataset "
+                        f"({', '.join(tune_datasets)})")
     drop_alpha = _number(tune, "tune.drop_alpha", 0.0, 0.5)
     seeds = _seed_list(spec.get("seeds"), "seeds")
     shared = sorted(set(seeds) & set(tune_seeds))
@@ -232,8 +245,8 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
     cache = spec.get("cache") or []
     if not isinstance(cache, list) or not all(isinstance(c, str) for c in cache):
         raise _fail("cache", f"a list of directories or runs.jsonl.gz files whose runs may be reused, got {cache!r}")
-    rows = sum(len(regime_methods.get(r, methods)) - 1 for d in datasets for r in regimes
-               if d in regime_datasets.get(r, [d]))
+    rows = sum(len([m for m in regime_methods.get(r, methods) if d in method_datasets.get(m, [d])]) - 1
+               for d in datasets for r in regimes if d in regime_datasets.get(r, [d]))
     design = Design(looks=looks, alpha=_number(spec, "alpha", 0.0, 1.0), methods=max(1, rows), delta=target, equivalence_alpha=_number(spec, "equivalence_alpha", 0.0, 0.5),
                     spending=spending, futility_power=_number(spec, "futility_power", 0.0, 1.0),
                     futility_from=_count(spec.get("futility_from", 2), "futility_from", 2),
@@ -247,4 +260,4 @@ def load_profile(spec: dict, name: str) -> CompareProfile:
                           [locate(c) for c in cache], throughput,
                           parse_estimate(spec.get("estimate"), list(datasets), list(methods), _fail),
                           parse_contrasts(spec.get("contrasts"), list(methods), _fail), regime_methods, regime_datasets,
-                          parse_curves(spec.get("curves"), datasets, _fail))
+                          parse_curves(spec.get("curves"), datasets, _fail), method_datasets)

@@ -125,11 +125,12 @@ def pooled_rows(driver) -> list[dict[str, Any]]:
     regimes = dict.fromkeys(r for _, r in driver.comparisons)
     for regime in regimes:
         cells = {d: c for (d, r), c in driver.comparisons.items() if r == regime}
-        methods = next(iter(cells.values())).states if cells else {}
-        for method in methods:
+        for method in dict.fromkeys(m for c in cells.values() for m in c.states):
             effects, names, left_out = [], [], []
             for dataset, comparison in cells.items():
-                state = comparison.states[method]
+                state = comparison.states.get(method)
+                if state is None:  # not compared on this dataset
+                    continue
                 if state.decision is None or state.decision.n < 2:
                     continue
                 if state.decision.state == "unstable":
