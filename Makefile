@@ -21,7 +21,7 @@ test-all:  ## include the slow end-to-end tests
 lint:
 	.venv/bin/ruff check regner tests scripts
 
-benchmark:  ## regner compare (docs/benchmarks/PROTOCOL.md): race strengths, compare every regularizer with none in sequential looks; rerun to continue (PROFILE=cpu|gpu|demo, ENCODER=dir)
+benchmark:  ## benchmark v3: regner compare (docs/benchmarks/PROTOCOL.md, "Benchmark v3"): race strengths, compare every regularizer with none in sequential looks within 12 h; rerun to continue (PROFILE=cpu|cpu-300|semi-cpu|gpu|demo, ENCODER=dir)
 	.venv/bin/regner compare compare=$(PROFILE) $(if $(ENCODER),encoder_dir=$(ENCODER))
 
 benchmark-v2:  ## the fixed two-stage design of the committed 2026-12-01 benchmark (scripts/matrices/), to reproduce it
@@ -30,8 +30,8 @@ benchmark-v2:  ## the fixed two-stage design of the committed 2026-12-01 benchma
 pretrain:  ## regner's small Chinese encoder (encoder=zh-mini) into outputs/pretrained/zh-mini; cached (PROFILE=gpu: zh-small)
 	.venv/bin/regner pretrain pretrain=$(if $(filter gpu,$(PROFILE)),zh-small-gpu,zh-mini)
 
-check-defaults:  ## every regularizer's defaults on every shared dataset: fails if one collapses
-	$(PY) scripts/check_defaults.py
+check-defaults:  ## every regularizer's defaults on every shared dataset: fails if one collapses (CHOSEN=summary.json: also the raced strengths)
+	$(PY) scripts/check_defaults.py $(if $(CHOSEN),--chosen $(CHOSEN))
 
 bench-speed:  ## training-step throughput and cost ratio of every regularizer (CPU-sized by default)
 	$(PY) scripts/bench_throughput.py --encoder small --batch-sizes 16 --steps 4 --warmup 1

@@ -3,6 +3,7 @@
 
     python scripts/check_defaults.py                       # CLUENER, Weibo, MSRA, People's Daily
     python scripts/check_defaults.py --datasets weibo --max-epochs 4 --out /tmp/check
+    python scripts/check_defaults.py --chosen outputs/compare/cpu/summary.json   # also the raced strengths
     make check-defaults
 
 For each dataset it trains `none` and each regularizer with nothing but its defaults (one seed, the
@@ -11,6 +12,10 @@ default tiny encoder, a fixed training subset) and fails when a regularizer coll
 nobody tuned them for; a default that collapses somewhere is a bug. Runs are resumable (a run with a
 metrics.json is not repeated) and the table goes to <out>/defaults.md. `scripts/benchmark.py` runs
 this check before its matrix.
+
+`--chosen SUMMARY` (a `regner compare` summary.json) adds every strength the comparison's racing chose,
+as `method@value` rows under <out>/chosen/: a raced strength is a user's next setting, so it must not
+collapse on any shared dataset either.
 """
 
 from __future__ import annotations
@@ -34,14 +39,27 @@ DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.
 REGULARIZERS = ["none", "rdrop", "vat", "fgm", "gp", "noise", "pgd", "awp", "rdrop_fgm"]
 
 
+def chosen_settings(summary: Path) -> dict[str, list[str]]:
+    """{method@value: its overrides} of every strength a comparison's racing chose (summary.json)."""
+    import json
+
+    found = {}
+    for entry in json.loads(summary.read_text(encoding="utf-8")).get("chosen", []):
+        if entry.get("value") is None or not entry.get("key"):
+            continue
+        found[f"{entry['method']}@{entry['value']}"] = [*entry["overrides"], f"{entry['key']}={entry['value']}"]
+    return found
+
+
 def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    settings = [(out / dataset / r, [f"regularizer={r}"]) for r in args.regularizers]
+    settings += [(out / "chosen" / dataset / label, overrides) for label, overrides in args.chosen.items()]
     with (out / f"{dataset}.log").open("a", encoding="utf-8") as log:
-        for regularizer in args.regularizers:
-            run_dir = out / dataset / regularizer
+        for run_dir, overrides in settings:
             if (run_dir / "metrics.json").exists():
                 continue
-            command = [sys.executable, "-m", "regner.cli", "train", f"data={dataset}", f"regularizer={regularizer}",
+            command = [sys.executable, "-m", "regner.cli", "train", f"data={dataset}", *overrides,
                        f"seed={args.seed}", f"trainer.max_epochs={args.max_epochs}", "trainer.progress=false",
                        f"data.max_train_samples={args.train_samples}", f"data.max_eval_samples={args.eval_samples}",
                        f"hydra.run.dir={run_dir}", *args.overrides]
@@ -50,15 +68,20 @@ def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
             subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def verdicts(out: Path, datasets: list[str], regularizers: list[str] = REGULARIZERS) -> tuple[str, list[str]]:
-    records = [r for r in collect_runs([out]) if r.dataset in datasets]
+def verdicts(out: Path, datasets: list[str], regularizers: list[str] = REGULARIZERS,
+             chosen: list[str] = ()) -> tuple[str, list[str]]:
+    """The table and the problems; ``chosen`` names the method@value runs under ``out/chosen/<dataset>/``."""
+    chosen_root = out / "chosen"
+    records = [r for r in collect_runs([out]) if r.dataset in datasets and chosen_root not in r.path.parents]
     by_key = {(r.dataset, r.regularizer): r for r in records}
+    if chosen:
+        by_key |= {(r.path.parent.name, r.path.name): r for r in collect_runs([chosen_root]) if chosen_root.is_dir()}
     lines = ["| dataset | regularizer | dev F1 | test F1 | vs none (dev) | status |", "|---|---|---|---|---|---|"]
     problems = []
     for dataset in datasets:
         none = by_key.get((dataset, "none"))
         base = none.dev_f1 if none and not math.isnan(none.dev_f1) else math.nan
-        for regularizer in regularizers:
+        for regularizer in [*regularizers, *chosen]:
             record = by_key.get((dataset, regularizer))
             if record is None:
                 lines.append(f"| {dataset} | {regularizer} | — | — | — | not run |")
@@ -93,8 +116,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="datasets trained in parallel")
     parser.add_argument("--regularizers", type=lambda s: ["none"] + [r for r in s.split(",") if r != "none"],
                         default=REGULARIZERS, help="comma list (none, the reference, is always included)")
+    parser.add_argument("--chosen", type=Path, default=None, help="a regner compare summary.json: also check "
+                        "every strength its racing chose (method@value rows)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    if args.chosen is not None and not args.chosen.is_file():
+        parser.error(f"--chosen: {args.chosen} is not a file (a regner compare summary.json)")
+    args.chosen_from, args.chosen = args.chosen, chosen_settings(args.chosen) if args.chosen is not None else {}
 
     data_root = Path(os.environ.get("REGNER_DATA", REPO.parent / "shared" / "data"))
     datasets = []
@@ -109,8 +137,9 @@ def main() -> None:
     start = time.time()
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         list(pool.map(lambda d: run_dataset(d, out, args, threads), datasets))
-    table, problems = verdicts(out, datasets, args.regularizers)
-    header = (f"# Defaults check, {time.strftime('%Y-%m-%d')}\n\nEvery regularizer with its default settings, seed "
+    table, problems = verdicts(out, datasets, args.regularizers, list(args.chosen))
+    raced = f" and the {len(args.chosen)} strength(s) racing chose in {args.chosen_from}" if args.chosen else ""
+    header = (f"# Defaults check, {time.strftime('%Y-%m-%d')}\n\nEvery regularizer with its default settings{raced}, seed "
               f"{args.seed}, default tiny encoder, ≤ {args.max_epochs} epochs, ≤ {args.train_samples} training and "
               f"≤ {args.eval_samples} dev/test sentences; collapsed = dev F1 < max({COLLAPSE_F1}, ½·none) or a "
               f"non-finite loss. Took {(time.time() - start) / 60:.1f} min this call. "

@@ -1,5 +1,6 @@
 """The helper scripts run (CI-sized) and print what they promise."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,17 @@ def test_check_defaults_flags_a_default_that_collapses(tmp_path):
     _, every = module.verdicts(tmp_path, ["weibo"])  # by default every regularizer: the ones not run are problems
     assert "weibo/pgd: not run" in every
     assert "| weibo | rdrop | 0.5800 |" in table and "0.97×" in table
+    # --chosen: the strengths a comparison's racing chose, as method@value runs under out/chosen/<dataset>/
+    for job, (label, f1) in enumerate({"rdrop@3": 0.55, "fgm@0.15": 0.10}.items(), start=20):
+        fake_run(tmp_path / "chosen", "weibo", job, label.split("@")[0], f1, 1, dataset="weibo").rename(
+            tmp_path / "chosen" / "weibo" / label)
+    table, problems = module.verdicts(tmp_path, ["weibo"], list(scores) + ["noise"], ["rdrop@3", "fgm@0.15"])
+    assert "| weibo | rdrop@3 | 0.5500 |" in table and "| weibo | rdrop | 0.5800 |" in table  # both, apart
+    assert sorted(p.split(":")[0] for p in problems) == ["weibo/fgm@0.15", "weibo/noise", "weibo/vat"]
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"chosen": [
+        {"method": "rdrop", "value": 3, "key": "alpha", "overrides": ["regularizer=rdrop", "kl=globalpointer"]},
+        {"method": "ema", "value": 0.99, "key": "trainer.ema.decay", "overrides": ["regularizer=none"]},
+        {"method": "fgm", "value": None, "key": "regularizer.epsilon", "overrides": ["regularizer=fgm"]}]}))
+    assert module.chosen_settings(summary) == {"rdrop@3": ["regularizer=rdrop", "kl=globalpointer", "alpha=3"],
+                                               "ema@0.99": ["regularizer=none", "trainer.ema.decay=0.99"]}

@@ -253,7 +253,8 @@ def summary(driver, table: list[dict], pooled: list[dict], versus: tuple[list, l
                   "contrasts": [r.as_dict() for r in versus[0]], "pooled_contrasts": versus[1],
                   "what_to_use": [line for line in advice.what_to_use(driver, table)[2:] if line],
                   "learning_curves": curves.curve_rows(driver.profile.curves, table),
-                  "chosen": [{"dataset": d, "regime": r, "method": m, "value": race.chosen, "reason": race.reason}
+                  "chosen": [{"dataset": d, "regime": r, "method": m, "value": race.chosen, "reason": race.reason,
+                              "key": race.method.key, "overrides": race.method.overrides}
                              for (d, r, m), race in driver.races.items()],
                   "missing": driver.missing, "failed": driver.failed})
 
