@@ -64,6 +64,7 @@ class Driver:
     started: float = field(default_factory=time.time)
     judged: dict[str, str] = field(default_factory=dict)  # dataset -> the split its comparison judges
     compared: dict[tuple[str, str, str], list[CachedRun]] = field(default_factory=dict)  # used comparison runs
+    round_keys: list[str] = field(default_factory=list)  # the runs of the round being trained (until it is decided)
 
     def __post_init__(self):
         p = self.profile
@@ -197,6 +198,7 @@ class Driver:
         if tasks:
             self.say(f"training {len(tasks)} run(s) ({len(new_keys) - len(tasks)} more from the cache); "
                      f"{len(self.used)} used so far")
+            self.round_keys = [t.key for t in tasks]
             self.executor.run(tasks)
             self.trained += sum(self.index.get(t.key) is not None for t in tasks)
         complete = []
@@ -210,6 +212,7 @@ class Driver:
                 self.stage_of.setdefault(key, planned.stage)
             self._record(unit, runs)
             complete.append(unit)
+        self.round_keys = []
         for unit in complete:  # decided once every result of the batch is in (the watch reads them all)
             if isinstance(unit.owner, Race):
                 unit.owner.advance()
@@ -259,6 +262,10 @@ class Driver:
     # -- what it used ---------------------------------------------------------------------------------
     def used_in(self, stage: str) -> int:
         return sum(s == stage for s in self.stage_of.values())
+
+    def round_progress(self) -> tuple[int, int]:
+        """(finished, all) runs of a round that was interrupted before it could be decided."""
+        return sum(self.index.get(k) is not None for k in self.round_keys), len(self.round_keys)
 
     @property
     def reused(self) -> int:

@@ -172,9 +172,12 @@ def _write(driver: Driver, ledger: Ledger, slots, threads: int, finished: bool) 
              "stopped by its budget: a larger budget continues it" if budget_stopped else "finished")
     budget = ", ".join(x for x in (f"{p.max_runs} runs" if p.max_runs else "",
                                    f"{p.max_hours:g} h" if p.max_hours else "") if x) or "none"
+    done, total = driver.round_progress()
+    interrupted = (f"; {done} of the interrupted round's {total} runs finished, which no verdict uses until the "
+                   "round is complete (the next invocation reads them from the cache)") if total else ""
     preamble = (f"{p.description}. Report written {time.strftime('%Y-%m-%d %H:%M %Z')} ({state}) on "
                 f"{machine_description()}: **{len(driver.used)} runs used** ({driver.trained} trained in this "
-                f"invocation, {driver.reused} read from the cache); training wall time {ledger.summary()}; "
+                f"invocation, {driver.reused} read from the cache{interrupted}); training wall time {ledger.summary()}; "
                 f"{len(slots)} run(s) at a time with {threads} thread(s) each; budget: {budget}. "
                 f"Reproduce or continue: `{reproduce_command(driver)}`.")
     report.write(driver, preamble)
