@@ -126,3 +126,20 @@ def test_bad_input_is_one_paragraph_and_exit_code_2(tmp_path, monkeypatch, capsy
     assert code == 2, stderr
     assert message in stderr and "Traceback" not in stderr
     assert not (tmp_path / "cmp").exists()  # nothing written
+
+
+def test_the_ledger_states_when_the_first_invocation_started(tmp_path, monkeypatch):
+    from regner.experiments.benchmark import execution
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(execution.time, "time", lambda: clock[0])
+    first = execution.Ledger(tmp_path)
+    clock[0] += 3600
+    first.close(False)
+    clock[0] += 600
+    second = execution.Ledger(tmp_path)
+    clock[0] += 1800
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(1_000_000.0))
+    assert second.summary() == f"1.50 h of wall time in 2 invocation(s) (first started {started})"
+    second.close(True)
+    assert execution.Ledger(tmp_path).summary(include_now=False).endswith(f"(first started {started})")

@@ -252,8 +252,10 @@ class Ledger:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start))
         runs = [r for r in self.data["invocations"] if r.get("started") != started]
         total = sum(i["seconds"] for i in runs) + (time.time() - self.start if include_now else 0.0)
+        first = min([started, *(r["started"] for r in runs)]) if include_now else \
+            min((r["started"] for r in runs), default=started)
         return (f"{total / 3600:.2f} h of wall time in {len(runs) + include_now} invocation(s) "
-                f"(first started {runs[0]['started'] if runs else time.strftime('%Y-%m-%d %H:%M')})")
+                f"(first started {first})")
 
 
 def run_stage(out: Path, dataset: str, stage: str, jobs: list[Job], seeds: list[int], parallel: int, threads: int,
