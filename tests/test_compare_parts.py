@@ -414,3 +414,9 @@ def test_a_method_may_run_on_some_datasets_only(tmp_path):
     with pytest.raises(CompareError, match="^methods.none.datasets"):
         load_profile({**SPEC, **spec, "methods": {**spec["methods"], "none": {"overrides": [], "datasets": ["e"]}}},
                      "test")
+
+
+def test_a_profile_without_grids_says_it_races_nothing(tmp_path):
+    plain = driver(tmp_path, RunIndex(), None, methods={"none": ["regularizer=none"], "b": ["regularizer=noise"]})
+    assert report.design_text(plain).startswith("No racing: every method runs at the strength its overrides set.")
+    assert report.design_text(driver(tmp_path, RunIndex(), None)).startswith("Racing (strengths, on dev F1")

@@ -153,13 +153,16 @@ def pooled_rows(driver) -> list[dict[str, Any]]:
 def design_text(driver) -> str:
     p, d = driver.profile, driver.profile.design
     t = p.tuning
-    return (f"Racing (strengths, on dev F1, tune seeds {', '.join(map(str, t.seeds))}): rungs at "
-            f"{', '.join(map(str, t.rungs))} seed(s); an arm is dropped when the best arm beats it by a one-sided paired "
-            f"t test at level {t.drop_alpha:g} on their shared seeds, or when it collapses; a choice at a grid edge "
-            f"{'extends the grid once by one step' if t.extend_grid else 'is reported (grid extension off)'}; tuned in "
-            f"{', '.join(t.regimes)}"
-            f"{'' if t.datasets == list(p.datasets) else ' on ' + ', '.join(t.datasets) + ' (the other datasets use its choice)'}"
-            f". Comparison with none (seeds {', '.join(map(str, p.seeds))}): looks at "
+    racing = (f"Racing (strengths, on dev F1, tune seeds {', '.join(map(str, t.seeds))}): rungs at "
+              f"{', '.join(map(str, t.rungs))} seed(s); an arm is dropped when the best arm beats it by a one-sided paired "
+              f"t test at level {t.drop_alpha:g} on their shared seeds, or when it collapses; a choice at a grid edge "
+              f"{'extends the grid once by one step' if t.extend_grid else 'is reported (grid extension off)'}; tuned in "
+              f"{', '.join(t.regimes)}"
+              f"{'' if t.datasets == list(p.datasets) else ' on ' + ', '.join(t.datasets) + ' (the other datasets use its choice)'}"
+              ". ")
+    if not any(m.tuned for m in p.methods.values()):
+        racing = "No racing: every method runs at the strength its overrides set. "
+    return (racing + f"Comparison with none (seeds {', '.join(map(str, p.seeds))}): looks at "
             f"{', '.join(map(str, d.looks))} seeds, {SPENDING_NAMES[d.spending]} alpha spending, familywise α "
             f"{d.alpha:g} split over {d.methods} rows ({d.method_alpha:.2g} each), equivalence (TOST) within "
             f"±{points(d.delta, False)} F1 points at level {d.equivalence_alpha:g}, futility below conditional power "
