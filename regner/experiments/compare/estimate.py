@@ -60,6 +60,13 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def _side_by_side(profile) -> str:
+    """What runs side by side: runs per GPU, or the CPU jobs."""
+    if profile.devices == "cpu" or (profile.devices == "auto" and profile.jobs_per_device == 1 and profile.jobs > 1):
+        return f"{profile.jobs} CPU jobs"
+    return f"{profile.jobs_per_device} runs per device"
+
+
 def plan_lines(profile, race_arms: dict[tuple[str, str, str], int]) -> list[str]:
     """The estimate's lines of the plan: one seed of everything, the first look, the whole bound."""
     e: Estimate = profile.estimate
@@ -71,7 +78,7 @@ def plan_lines(profile, race_arms: dict[tuple[str, str, str], int]) -> list[str]
     lines = [f"estimate ({e.note or 'the profile'}): one seed of every method on every dataset ≈ {hours(per_seed)}; "
              f"the first look ({profile.design.looks[0]} seeds{', after racing' if racing else ''}) ≈ "
              f"{hours(first + e.seconds(racing))}; every look ≈ {hours(bound)} "
-             f"({e.parallel:g}× from {profile.jobs_per_device} runs per device)"]
+             f"({e.parallel:g}× one run's throughput from {_side_by_side(profile)})"]
     if profile.max_hours:
         fits = "fits" if first + e.seconds(racing) <= profile.max_hours * 3600 else "does not fit"
         lines.append(f"budget {profile.max_hours:g} h: the first look {fits}; the budget stops the later looks where "
