@@ -12,6 +12,7 @@ from regner.experiments.compare import report
 from regner.experiments.compare.cache import RunIndex
 from regner.experiments.compare.contrasts import Contrast, contrast_rows, judge, pooled_contrasts
 from regner.experiments.compare.engine import Result
+from regner.experiments.compare.pooling import dataset_effect, random_effects
 from regner.experiments.compare.profile import CompareError, load_profile
 from tests.test_compare_parts import SPEC, FakeExecutor, driver
 
@@ -80,6 +81,9 @@ def test_the_family_is_every_contrast_row_bonferroni():
     pooled = pooled_contrasts(rows)
     assert [p["contrast"] for p in pooled] == ["ab", "ba"]
     assert pooled[0]["estimate"] == pytest.approx(0.0, abs=1e-12)  # +x on d1, −x on d2 with equal spread
+    assert pooled[0]["level"] == pytest.approx(0.025)  # Bonferroni over the 2 pooled contrasts
+    effects = [dataset_effect(r.differences) for r in rows if r.contrast.name == "ab"]
+    assert pooled[0]["ci"] == pytest.approx(list(random_effects(effects, 0.975).ci))
 
 
 @pytest.mark.parametrize("contrasts, message", [({"c": ["a"]}, "two method names"),

@@ -128,19 +128,24 @@ def contrast_rows(comparisons: dict, contrasts: list[Contrast], alpha: float, de
             for (d, r), c in cells]
 
 
-def pooled_contrasts(rows: list[ContrastRow]) -> list[dict[str, Any]]:
-    """Per (regime, contrast): a random-effects estimate over the datasets with ≥ 2 shared seeds and spread."""
-    found = []
+def pooled_contrasts(rows: list[ContrastRow], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Per (regime, contrast): a random-effects estimate over the datasets with ≥ 2 shared seeds and spread,
+    with its (1 − α/m) interval, m the pooled contrasts (Bonferroni, as the rows)."""
+    pooled_cells = []
     for regime in dict.fromkeys(r.regime for r in rows):
         for contrast in dict.fromkeys(r.contrast for r in rows if r.regime == regime):
             usable = [r for r in rows if r.regime == regime and r.contrast == contrast
                       and r.state not in ("unstable", "too few seeds") and r.sd > 0]
             if len(usable) < 2:
                 continue
-            pooled = random_effects([dataset_effect(r.differences) for r in usable])
-            found.append({"regime": regime, "contrast": contrast.name, "a": contrast.a, "b": contrast.b,
-                          "datasets": [r.dataset for r in usable], "estimate": pooled.estimate,
-                          "ci": list(pooled.ci), "tau": math.sqrt(pooled.tau2)})
+            pooled_cells.append((regime, contrast, usable))
+    level = alpha / max(1, len(pooled_cells))
+    found = []
+    for regime, contrast, usable in pooled_cells:
+        pooled = random_effects([dataset_effect(r.differences) for r in usable], 1 - level)
+        found.append({"regime": regime, "contrast": contrast.name, "a": contrast.a, "b": contrast.b,
+                      "datasets": [r.dataset for r in usable], "estimate": pooled.estimate, "level": level,
+                      "ci": list(pooled.ci), "tau": math.sqrt(pooled.tau2)})
     return found
 
 
@@ -170,7 +175,7 @@ def sentence(row: ContrastRow, delta: float, level: float) -> str:
 def pooled_sentence(entry: dict[str, Any], delta: float) -> str:
     low, high = entry["ci"]
     text = (f"Across {len(entry['datasets'])} datasets, {entry['a']} − {entry['b']} pools to "
-            f"{_points(entry['estimate'])} points (95 % CI {_points(low)} to {_points(high)})")
+            f"{_points(entry['estimate'])} points ({1 - entry['level']:.4g} interval {_points(low)} to {_points(high)})")
     if low > 0:
         return text + f": {entry['a']} ahead in general, on these datasets' evidence."
     if high < 0:
@@ -200,6 +205,7 @@ def markdown_lines(rows: list[ContrastRow], pooled: list[dict[str, Any]], alpha:
                      f"{f'{100 * r.mde:.2f}' if math.isfinite(r.mde) else '—'} |")
     lines += ["", *(f"- {sentence(r, delta, level)}" for r in rows), ""]
     if pooled:
-        lines += ["Pooled over datasets (random effects, as for the differences from none; unadjusted):", "",
+        lines += [f"Pooled over datasets (random effects, as for the differences from none), each at level "
+                  f"{alpha:g}/{len(pooled)} (Bonferroni over the pooled contrasts):", "",
                   *(f"- {pooled_sentence(p, delta)}" for p in pooled), ""]
     return lines

@@ -193,7 +193,7 @@ def contrast_rows(driver) -> tuple[list[contrasts.ContrastRow], list[dict]]:
     """The profile's contrasts (method against method) on every (dataset, regime), and pooled."""
     d = driver.profile.design
     found = contrasts.contrast_rows(driver.comparisons, driver.profile.contrasts, d.alpha, d.delta, d.power)
-    return found, contrasts.pooled_contrasts(found)
+    return found, contrasts.pooled_contrasts(found, d.alpha)
 
 
 def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
