@@ -4,6 +4,8 @@ curves (each method's Δ against the labeled size, from the rows)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from regner.experiments.compare import advice, curves, report
@@ -71,3 +73,14 @@ def test_a_bad_curve_is_refused_naming_its_key(given, message):
                 "twin": ["data=weibo", "data.max_train_samples=100"]}
     with pytest.raises(CompareError, match=f"^curves.c: .*{message}"):
         load_profile({**SPEC, "datasets": datasets, "curves": given}, "test")
+
+
+def test_memory_is_the_ratio_of_the_runs_gpu_peaks_and_absent_on_a_cpu(tmp_path):
+    run, table = finished(tmp_path, {"a": 0.05}, **TWO)
+    assert all(math.isnan(r["memory_ratio"]) for r in table)  # CPU runs: no per-run peak
+    for (_, _, method), runs in run.compared.items():
+        for cached in runs:
+            cached.peak_memory_mb = 300.0 if method == "a" else 100.0
+    table = report.rows(run)
+    assert {r["method"]: r["memory_ratio"] for r in table if r["dataset"] == "d"} == {"a": 3.0, "b": 1.0}
+    assert "3.00× its memory" in "\n".join(advice.what_to_use(run, table))

@@ -33,13 +33,8 @@ class CachedRun:
     dev_f1: float = math.nan
     test_f1: float = math.nan
     seconds: float = math.nan  # wall time of the run
-    peak_memory_mb: float | None = None  # on a GPU
-    max_rss_mb: float | None = None  # the training process's peak resident memory (interpreter and torch included)
-
-    @property
-    def memory_mb(self) -> float | None:
-        """What the run needed: its GPU's peak allocation on a GPU, else its process's peak RSS."""
-        return self.peak_memory_mb if self.peak_memory_mb is not None else self.max_rss_mb
+    peak_memory_mb: float | None = None  # on a GPU (reset at each run's start); None on a CPU, where a persistent
+    # train-worker's peak RSS covers every run it trained and says nothing about one of them
 
     @property
     def collapsed(self) -> bool:
@@ -92,8 +87,6 @@ def _parse(files: dict[str, str], location: str, fingerprints: dict[str, str]) -
         run.seconds = float(train.get("wall_time_s") or math.nan)
         if str(train.get("device", "")).startswith("cuda") and train.get("peak_memory_mb") is not None:
             run.peak_memory_mb = float(train["peak_memory_mb"])
-        if train.get("process_max_rss_mb") is not None:
-            run.max_rss_mb = float(train["process_max_rss_mb"])
     return run
 
 

@@ -249,7 +249,7 @@ class Driver:
             pass
 
     def mean_by_method(self, dataset: str, regime: str, attribute: str) -> dict[str, float]:
-        """The mean of a run attribute (``seconds``, ``memory_mb``) over the used comparison runs of each method
+        """The mean of a run attribute (``seconds``, ``peak_memory_mb``) over the used comparison runs of each method
         in (dataset, regime), where known."""
         found = {}
         for (d, r, m), runs in self.compared.items():

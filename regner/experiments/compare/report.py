@@ -98,7 +98,7 @@ def rows(driver) -> list[dict[str, Any]]:
     found = []
     for (dataset, regime), comparison in driver.comparisons.items():
         seconds = driver.mean_by_method(dataset, regime, "seconds")
-        memory = driver.mean_by_method(dataset, regime, "memory_mb")
+        memory = driver.mean_by_method(dataset, regime, "peak_memory_mb")
         for method, state in comparison.states.items():
             d = state.decision
             value = driver.chosen(dataset, regime, method)
@@ -207,9 +207,9 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
               "one, else dev), per shared seed, averaged; the interval is the usual unadjusted 95 % one (the verdict "
               "uses the look's spent level); the equivalence bound is the largest difference the data cannot rule "
               "out at the TOST level; time × is the method's mean run wall time over none's, from the comparison's "
-              "own runs (which ran side by side: indicative); memory × is the same ratio of each run's peak memory (on a GPU its "
-              "peak allocation; on a CPU the training process's peak RSS, interpreter and torch included, so it "
-              "understates the method's own share).", ""]
+              "own runs (which ran side by side: indicative); memory × is the same ratio of the runs' peak GPU memory "
+              "(— on a CPU, where a run's own peak is not measured: a worker's peak RSS covers every run it "
+              "trained; `scripts/bench_throughput.py` measures each method's memory).", ""]
     for (dataset, regime) in driver.comparisons:
         lines += [f"### {dataset}, {regime}", "",
                   "| method | strength | seeds | Δ | 95 % CI | state | why it stopped | MDE | equivalence bound | "
