@@ -42,7 +42,8 @@ def table(runs: list[Path], root: Path) -> str:
     cells: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     for run in runs:
         name, seed = run.relative_to(root).parts[-2:]
-        dataset, _regime, method = name.split(".")[:3]
+        dataset, _regime, method, *strength = name.split(".", 3)  # a raced run: <method>.<strength value>
+        method = f"{method}@{strength[0]}" if strength else method
         metrics = json.loads((run / "metrics.json").read_text())
         cells[(dataset, method)][int(seed.split("-")[1])] = {
             "dev": metrics["dev"]["f1"], "test": (metrics.get("test") or {}).get("f1", float("nan")),
