@@ -9,8 +9,10 @@ from regner.training.trainer import Trainer
 
 from .test_training import compose_config
 
+# one thread: trainer.num_threads=auto follows the machine's load, and these tests compare two runs bit for bit
+# (rdrop's same-seed pair differed in the last bits once on a clean-clone CI run while another job loaded the machine)
 SETTINGS = ["data.train_size=160", "data.dev_size=40", "data.test_size=40", "trainer.max_epochs=3",
-            "trainer.batch_size=16", "encoder.dropout=0.1"]
+            "trainer.batch_size=16", "encoder.dropout=0.1", "trainer.num_threads=1"]
 
 
 def history(run_dir):
