@@ -40,9 +40,8 @@ def grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def killed_then_resumed(monkeypatch, cfg, run_dir, stop_at: int) -> dict:
-    """Train ``cfg`` into ``run_dir``, killed (KeyboardInterrupt) after ``stop_at`` optimizer steps, then resume
-    it there: the resumed run's metrics."""
+def killed(monkeypatch, cfg, run_dir, stop_at: int) -> None:
+    """Train ``cfg`` into ``run_dir`` and kill it (KeyboardInterrupt) after ``stop_at`` optimizer steps."""
     import pytest
 
     from regner.training.run import run_training
@@ -50,14 +49,21 @@ def killed_then_resumed(monkeypatch, cfg, run_dir, stop_at: int) -> dict:
 
     original, calls = Trainer.training_step, {"n": 0}
 
-    def killed(self, batch):
+    def step(self, batch):
         calls["n"] += 1
         if calls["n"] > stop_at:
             raise KeyboardInterrupt
         return original(self, batch)
 
-    monkeypatch.setattr(Trainer, "training_step", killed)
+    monkeypatch.setattr(Trainer, "training_step", step)
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg, run_dir)
     monkeypatch.setattr(Trainer, "training_step", original)
+
+
+def killed_then_resumed(monkeypatch, cfg, run_dir, stop_at: int) -> dict:
+    """:func:`killed`, then resumed in ``run_dir``: the resumed run's metrics."""
+    from regner.training.run import run_training
+
+    killed(monkeypatch, cfg, run_dir, stop_at)
     return run_training(cfg, run_dir, resume=True)

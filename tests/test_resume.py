@@ -7,6 +7,7 @@ import pytest
 from regner.training.run import run_training
 from regner.training.trainer import Trainer
 
+from .helpers import killed
 from .test_training import compose_config
 
 # one thread: trainer.num_threads=auto follows the machine's load, and these tests compare two runs bit for bit
@@ -41,21 +42,9 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch, sto
     cfg = compose_config(*SETTINGS, *method, "trainer.save_every_steps=3")
     reference = run_training(cfg, tmp_path / "reference")
 
-    original = Trainer.training_step
-    calls = {"n": 0}
-
-    def killed(self, batch):
-        calls["n"] += 1
-        if calls["n"] > stop_at:
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(Trainer, "training_step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(cfg, tmp_path / "resumed")
+    killed(monkeypatch, cfg, tmp_path / "resumed", stop_at)
     status = json.loads((tmp_path / "resumed" / "status.json").read_text())
     assert status["status"] == "failed" and not (tmp_path / "resumed" / "metrics.json").exists()
-    monkeypatch.setattr(Trainer, "training_step", original)
     resumed = run_training(cfg, tmp_path / "resumed", resume=True)
     assert comparable(resumed) == comparable(reference)
     assert [r["dev"] for r in history(tmp_path / "resumed")] == [r["dev"] for r in history(tmp_path / "reference")]
