@@ -14,11 +14,8 @@ import math
 import statistics
 from typing import Any
 
+from regner.experiments.compare.formatting import points
 from regner.experiments.compare.pooling import dataset_effect, random_effects
-
-
-def _points(value: float) -> str:
-    return f"{100 * value:+.2f}" if math.isfinite(value) else "—"
 
 
 def _ratio(values: list[float]) -> float:
@@ -86,29 +83,29 @@ def paragraph(rows: list[dict], pooled: list[dict], delta: float) -> str:
             pick = cheapest["pooled"]
             others = [e["method"] for e in winners if e is not cheapest]
             return (f"**{cheapest['method']}**: the cheapest method whose gain over none is beyond noise across "
-                    f"{pick.k} datasets: pooled {_points(pick.estimate)} F1 points ({1 - level:.4g} interval "
-                    f"{_points(pick.ci[0])} to {_points(pick.ci[1])}), at {_cost(rows, cheapest['method'])}."
+                    f"{pick.k} datasets: pooled {points(pick.estimate)} F1 points ({1 - level:.4g} interval "
+                    f"{points(pick.ci[0])} to {points(pick.ci[1])}), at {_cost(rows, cheapest['method'])}."
                     + (f" Also beyond noise, at a higher cost: {', '.join(others)}." if others else "") + avoid)
         top = max(pooled, key=lambda e: e["pooled"].estimate)
         reach = max(pooled, key=lambda e: e["pooled"].ci[1])
         text = (f"**none of them, at this precision**: no method's pooled gain over none is beyond noise at level "
                 f"{level:.2g} (α split over the {len(pooled)} methods pooled). The largest pooled estimate is "
-                f"{top['method']}'s, {_points(top['pooled'].estimate)} points ({_points(top['pooled'].ci[0])} to "
-                f"{_points(top['pooled'].ci[1])}); gains up to {_points(reach['pooled'].ci[1])} points "
+                f"{top['method']}'s, {points(top['pooled'].estimate)} points ({points(top['pooled'].ci[0])} to "
+                f"{points(top['pooled'].ci[1])}); gains up to {points(reach['pooled'].ci[1])} points "
                 f"({reach['method']}) are not ruled out.")
         if better:
             text += " On single datasets: " + "; ".join(
-                f"{r['method']} is better than none on {r['dataset']} ({_points(r['delta'])})" for r in better) + "."
+                f"{r['method']} is better than none on {r['dataset']} ({points(r['delta'])})" for r in better) + "."
         return text + avoid
     if better:
         cheapest = min(better, key=lambda r: _finite(r["time_ratio"]))
         return (f"**{cheapest['method']}**: the cheapest method better than none on {cheapest['dataset']} "
-                f"({_points(cheapest['delta'])} points), at {_cost(rows, cheapest['method'])}; with one dataset, "
+                f"({points(cheapest['delta'])} points), at {_cost(rows, cheapest['method'])}; with one dataset, "
                 f"nothing says it helps elsewhere." + avoid)
     decided = [r for r in rows if r["seeds"] >= 2 and math.isfinite(r["ci"][1])]
     if not decided:
         return "no verdict yet: no method has reached its first look." + avoid
     reach = max(decided, key=lambda r: r["ci"][1])
     return (f"**none of them, at this precision**: no method is better than none; gains up to "
-            f"{_points(reach['ci'][1])} points ({reach['method']} on {reach['dataset']}, unadjusted 95 % interval) "
+            f"{points(reach['ci'][1])} points ({reach['method']} on {reach['dataset']}, unadjusted 95 % interval) "
             f"are not ruled out." + avoid)

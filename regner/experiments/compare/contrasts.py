@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from regner.experiments.compare.formatting import points
 from regner.experiments.compare.pooling import dataset_effect, random_effects
 from regner.experiments.compare.sequential import minimal_detectable_effect, t_one_sided
 from regner.experiments.stats import t_critical
@@ -149,10 +150,6 @@ def pooled_contrasts(rows: list[ContrastRow], alpha: float = 0.05) -> list[dict[
     return found
 
 
-def _points(value: float) -> str:
-    return f"{100 * value:+.2f}" if math.isfinite(value) else "—"
-
-
 def sentence(row: ContrastRow, delta: float, level: float) -> str:
     """One generated sentence for a contrast row."""
     a, b, n = row.contrast.a, row.contrast.b, len(row.seeds)
@@ -160,8 +157,8 @@ def sentence(row: ContrastRow, delta: float, level: float) -> str:
         return f"{a} vs {b} ({row.dataset}): no verdict: a run collapsed on a shared seed."
     if row.state == "too few seeds":
         return f"{a} vs {b} ({row.dataset}): {n} shared seed(s), too few for a verdict."
-    numbers = (f"{_points(row.mean)} points (95 % CI {_points(row.ci[0])} to {_points(row.ci[1])}; "
-               f"{1 - level:.4g} interval {_points(row.adjusted[0])} to {_points(row.adjusted[1])}; {n} shared seeds)")
+    numbers = (f"{points(row.mean)} points (95 % CI {points(row.ci[0])} to {points(row.ci[1])}; "
+               f"{1 - level:.4g} interval {points(row.adjusted[0])} to {points(row.adjusted[1])}; {n} shared seeds)")
     if row.state == "ahead":
         return f"{a} is ahead of {b} on {row.dataset} by {numbers}: beyond noise at the split level."
     if row.state == "behind":
@@ -175,7 +172,7 @@ def sentence(row: ContrastRow, delta: float, level: float) -> str:
 def pooled_sentence(entry: dict[str, Any], delta: float) -> str:
     low, high = entry["ci"]
     text = (f"Across {len(entry['datasets'])} datasets, {entry['a']} − {entry['b']} pools to "
-            f"{_points(entry['estimate'])} points ({1 - entry['level']:.4g} interval {_points(low)} to {_points(high)})")
+            f"{points(entry['estimate'])} points ({1 - entry['level']:.4g} interval {points(low)} to {points(high)})")
     if low > 0:
         return text + f": {entry['a']} ahead in general, on these datasets' evidence."
     if high < 0:
@@ -200,8 +197,8 @@ def markdown_lines(rows: list[ContrastRow], pooled: list[dict[str, Any]], alpha:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.dataset} | {r.regime} | {r.contrast.a} − {r.contrast.b} | {len(r.seeds)} | "
-                     f"{_points(r.mean)} | [{_points(r.ci[0])}, {_points(r.ci[1])}] | "
-                     f"[{_points(r.adjusted[0])}, {_points(r.adjusted[1])}] | {r.state} | "
+                     f"{points(r.mean)} | [{points(r.ci[0])}, {points(r.ci[1])}] | "
+                     f"[{points(r.adjusted[0])}, {points(r.adjusted[1])}] | {r.state} | "
                      f"{f'{100 * r.mde:.2f}' if math.isfinite(r.mde) else '—'} |")
     lines += ["", *(f"- {sentence(r, delta, level)}" for r in rows), ""]
     if pooled:

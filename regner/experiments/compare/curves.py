@@ -6,9 +6,10 @@ own (Δ and its 95 % interval at the seeds each row reached): a table in the rep
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
+
+from regner.experiments.compare.formatting import points
 
 SIZE_KEY = "data.max_train_samples="
 
@@ -36,10 +37,6 @@ def parse_curves(value: Any, datasets: dict[str, list[str]], fail) -> dict[str, 
     return found
 
 
-def _points(value: float) -> str:
-    return f"{100 * value:+.2f}" if value is not None and math.isfinite(value) else "—"
-
-
 def curve_rows(curves: dict[str, list[tuple[int, str]]], table: list[dict]) -> list[dict[str, Any]]:
     """One entry per (curve, regime, method): its (size, Δ, CI low, CI high, seeds) points."""
     found = []
@@ -49,13 +46,13 @@ def curve_rows(curves: dict[str, list[tuple[int, str]]], table: list[dict]) -> l
             methods = dict.fromkeys(r["method"] for r in table if r["regime"] == regime and
                                     r["dataset"] in {d for _, d in sizes})
             for method in methods:
-                points = []
+                marks = []
                 for size, dataset in sizes:
                     row = next((r for r in table if (r["dataset"], r["regime"], r["method"]) ==
                                 (dataset, regime, method)), None)
                     if row is not None and row["seeds"] >= 2:
-                        points.append((size, row["delta"], row["ci"][0], row["ci"][1], row["seeds"]))
-                found.append({"curve": name, "regime": regime, "method": method, "points": points})
+                        marks.append((size, row["delta"], row["ci"][0], row["ci"][1], row["seeds"]))
+                found.append({"curve": name, "regime": regime, "method": method, "points": marks})
     return found
 
 
@@ -70,7 +67,7 @@ def markdown_lines(curves: dict[str, list[tuple[int, str]]], entries: list[dict[
             lines += [f"**{name}, {regime}**", "", f"| method | {header} |", "|---" * (len(sizes) + 1) + "|"]
             for e in (e for e in entries if e["curve"] == name and e["regime"] == regime):
                 by_size = {p[0]: p for p in e["points"]}
-                cells = [f"{_points(by_size[s][1])} [{_points(by_size[s][2])}, {_points(by_size[s][3])}] "
+                cells = [f"{points(by_size[s][1])} [{points(by_size[s][2])}, {points(by_size[s][3])}] "
                          f"({by_size[s][4]})" if s in by_size else "—" for s, _ in sizes]
                 lines.append(f"| {e['method']} | {' | '.join(cells)} |")
             lines.append("")

@@ -11,17 +11,11 @@ from typing import Any
 from regner.experiments.benchmark.profile import value_label
 from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
+from regner.experiments.compare.formatting import points
 from regner.experiments.compare.pooling import Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
 
 SPENDING_NAMES = {"obrien_fleming": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
-
-
-def points(value: float, signed: bool = True) -> str:
-    """An F1 difference in points (0.0123 → +1.23)."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
 def mde_text(mde: float) -> str:

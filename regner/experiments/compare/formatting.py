@@ -1,0 +1,12 @@
+"""How a comparison's numbers are written: F1 differences in points, one function for every part of the report."""
+
+from __future__ import annotations
+
+import math
+
+
+def points(value: float | None, signed: bool = True) -> str:
+    """An F1 difference in points (0.0123 → +1.23); "—" where there is none."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
