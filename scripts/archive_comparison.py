@@ -5,7 +5,8 @@ machine) continues the comparison from them:
     python scripts/archive_comparison.py outputs/compare/semi-cpu docs/benchmarks/2026-12-06-semi-cpu
 
 DEST gets the comparison's record (``comparison.yaml``: its design and the encoder's fingerprint, which the run
-cache needs to recognise the runs), its ``report.md``/``summary.json`` when there are any, every finished run's
+cache needs to recognise the runs), its ``report.md``/``summary.json``/``learning_curve.png`` and its wall-time
+ledger ``timing.json`` when there are any, every finished run's
 four small files in one ``runs.jsonl.gz`` (regner/runs/archive.py; unfinished runs are left out: their saved
 state holds weights) and ``runs.md``, a table of those runs (per dataset and method: each seed's dev and test
 F1, epochs and wall time, and the paired test-F1 difference to ``none`` on the seeds both have) — the numbers
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from regner.runs.archive import ARCHIVE, RUN_FILES, pack  # noqa: E402
 
-RECORDS = ("comparison.yaml", "report.md", "summary.json")
+RECORDS = ("comparison.yaml", "report.md", "summary.json", "timing.json", "learning_curve.png")
 
 
 def finished(run: Path) -> bool:

@@ -69,3 +69,35 @@ def test_check_defaults_flags_a_default_that_collapses(tmp_path):
         {"method": "fgm", "value": None, "key": "regularizer.epsilon", "overrides": ["regularizer=fgm"]}]}))
     assert module.chosen_settings(summary) == {"rdrop@3": ["regularizer=rdrop", "kl=globalpointer", "alpha=3"],
                                                "ema@0.99": ["regularizer=none", "trainer.ema.decay=0.99"]}
+
+
+def test_archive_comparison_keeps_finished_runs_records_and_a_paired_table(tmp_path):
+    import gzip
+
+    out, dest = tmp_path / "compare", tmp_path / "archive"
+    runs = {"d.pretrained.none/seed-1": (0.50, "completed"), "d.pretrained.none/seed-2": (0.40, "completed"),
+            "d.pretrained.vat/seed-1": (0.53, "completed"), "d.pretrained.vat/seed-2": (0.39, "completed"),
+            "d.pretrained.vat/seed-3": (0.45, "running"), "d.pretrained.rdrop.0.3/seed-101": (0.47, "completed")}
+    for name, (f1, status) in runs.items():
+        run = out / "runs" / name
+        run.mkdir(parents=True)
+        (run / "status.json").write_text(json.dumps({"status": status}))
+        if status == "completed":
+            (run / "metrics.json").write_text(json.dumps({
+                "dev": {"f1": f1 + 0.01}, "test": {"f1": f1}, "epochs": 5, "best_epoch": 4,
+                "train": {"wall_time_s": 90.0}}))
+        (run / "config.yaml").write_text("seed: 1\n")
+    (out / "comparison.yaml").write_text("design: {}\n")
+    (out / "timing.json").write_text('{"invocations": []}\n')
+    result = subprocess.run([sys.executable, "scripts/archive_comparison.py", str(out), str(dest)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "5 finished run(s)" in result.stdout  # the running seed-3 is left out
+    assert sorted(p.name for p in dest.iterdir()) == ["comparison.yaml", "runs.jsonl.gz", "runs.md", "timing.json"]
+    with gzip.open(dest / "runs.jsonl.gz", "rt", encoding="utf-8") as handle:
+        assert len(handle.readlines()) == 5
+    table = (dest / "runs.md").read_text().splitlines()
+    vat = next(line for line in table if "| vat |" in line)
+    # paired Δ on seeds 1, 2: ((0.53 − 0.50) + (0.39 − 0.40)) / 2 = +0.01 → +1.00 points
+    assert vat.endswith("| +1.00 (seeds 1, 2) |") and "1: 0.5300 (0.5400; 4/5; 1.5)" in vat
+    assert any("| rdrop@0.3 | 101: 0.4700" in line for line in table)
