@@ -6,7 +6,8 @@ machine) continues the comparison from them:
 
 DEST gets the comparison's record (``comparison.yaml``: its design and the encoder's fingerprint, which the run
 cache needs to recognise the runs), its ``report.md``/``summary.json``/``learning_curve.png`` and its wall-time
-ledger ``timing.json`` when there are any, every finished run's
+ledger ``timing.json`` when there are any, every finished run's (completed, or diverged: the results the run
+cache reuses, a diverged one as F1 0)
 four small files in one ``runs.jsonl.gz`` (regner/runs/archive.py; unfinished runs are left out: their saved
 state holds weights) and ``runs.md``, a table of those runs (per dataset and method: each seed's dev and test
 F1, epochs and wall time, and the paired test-F1 difference to ``none`` on the seeds both have) — the numbers
@@ -26,16 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from regner.experiments.benchmark.runs import run_state  # noqa: E402
 from regner.runs.archive import ARCHIVE, RUN_FILES, pack  # noqa: E402
 
 RECORDS = ("comparison.yaml", "report.md", "summary.json", "timing.json", "learning_curve.png")
-
-
-def finished(run: Path) -> bool:
-    try:
-        return json.loads((run / "status.json").read_text())["status"] == "completed" and (run / "metrics.json").exists()
-    except (OSError, ValueError, KeyError):
-        return False
+# the states whose runs are results, as the comparison's run cache reuses them (a diverged run counts as F1 0)
+FINISHED = ("completed", "diverged")
 
 
 def table(runs: list[Path], root: Path) -> str:
@@ -45,6 +42,9 @@ def table(runs: list[Path], root: Path) -> str:
         name, seed = run.relative_to(root).parts[-2:]
         dataset, _regime, method, *strength = name.split(".", 3)  # a raced run: <method>.<strength value>
         method = f"{method}@{strength[0]}" if strength else method
+        if run_state(run) == "diverged":
+            cells[(dataset, method)][int(seed.split("-")[1])] = {"test": 0.0, "diverged": True}
+            continue
         metrics = json.loads((run / "metrics.json").read_text())
         cells[(dataset, method)][int(seed.split("-")[1])] = {
             "dev": metrics["dev"]["f1"], "test": (metrics.get("test") or {}).get("f1", float("nan")),
@@ -53,7 +53,8 @@ def table(runs: list[Path], root: Path) -> str:
     lines = ["| dataset | method | seed: test F1 (dev F1; best/epochs; minutes) | paired Δ test F1 vs none (points) |",
              "|---|---|---|---|"]
     for (dataset, method), seeds in sorted(cells.items()):
-        shown = "; ".join(f"{s}: {r['test']:.4f} ({r['dev']:.4f}; {r['best']}/{r['epochs']}; {r['minutes']:.1f})"
+        shown = "; ".join(f"{s}: diverged (F1 0)" if r.get("diverged") else
+                          f"{s}: {r['test']:.4f} ({r['dev']:.4f}; {r['best']}/{r['epochs']}; {r['minutes']:.1f})"
                           for s, r in sorted(seeds.items()))
         none = cells.get((dataset, "none"), {})
         shared = sorted(set(seeds) & set(none))
@@ -71,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.out / "comparison.yaml").is_file():
         parser.error(f"{args.out} holds no comparison (no comparison.yaml)")
-    runs = sorted(p.parent for p in (args.out / "runs").rglob("status.json") if finished(p.parent))
+    runs = sorted(p.parent for p in (args.out / "runs").rglob("status.json") if run_state(p.parent) in FINISHED)
     if not runs:
         parser.error(f"{args.out} has no finished run yet")
     args.dest.mkdir(parents=True, exist_ok=True)

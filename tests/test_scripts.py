@@ -101,3 +101,24 @@ def test_archive_comparison_keeps_finished_runs_records_and_a_paired_table(tmp_p
     # paired Δ on seeds 1, 2: ((0.53 − 0.50) + (0.39 − 0.40)) / 2 = +0.01 → +1.00 points
     assert vat.endswith("| +1.00 (seeds 1, 2) |") and "1: 0.5300 (0.5400; 4/5; 1.5)" in vat
     assert any("| rdrop@0.3 | 101: 0.4700" in line for line in table)
+
+
+def test_archive_comparison_keeps_a_diverged_run_as_the_run_cache_reuses_it(tmp_path):
+    out, dest = tmp_path / "compare", tmp_path / "archive"
+    statuses = {"d.pretrained.none/seed-1": {"status": "completed"},
+                "d.pretrained.noise/seed-1": {"status": "failed", "diverged": True},
+                "d.pretrained.noise/seed-2": {"status": "failed", "diverged": False}}  # a crash: not a result
+    for name, status in statuses.items():
+        run = out / "runs" / name
+        run.mkdir(parents=True)
+        (run / "status.json").write_text(json.dumps(status))
+        (run / "config.yaml").write_text("seed: 1\n")
+    (out / "runs" / "d.pretrained.none/seed-1" / "metrics.json").write_text(json.dumps({
+        "dev": {"f1": 0.41}, "test": {"f1": 0.40}, "epochs": 5, "best_epoch": 4, "train": {"wall_time_s": 60.0}}))
+    (out / "comparison.yaml").write_text("design: {}\n")
+    result = subprocess.run([sys.executable, "scripts/archive_comparison.py", str(out), str(dest)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 finished run(s)" in result.stdout
+    noise = next(line for line in (dest / "runs.md").read_text().splitlines() if "| noise |" in line)
+    assert noise == "| d | noise | 1: diverged (F1 0) | -40.00 (seeds 1) |"
