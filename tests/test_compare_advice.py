@@ -84,3 +84,29 @@ def test_memory_is_the_ratio_of_the_runs_gpu_peaks_and_absent_on_a_cpu(tmp_path)
     table = report.rows(run)
     assert {r["method"]: r["memory_ratio"] for r in table if r["dataset"] == "d"} == {"a": 3.0, "b": 1.0}
     assert "3.00× its memory" in "\n".join(advice.what_to_use(run, table))
+
+
+class Interrupted(FakeExecutor):
+    def run(self, tasks) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_row_before_its_first_look_is_open_and_says_so_until_the_budget_ends_it(tmp_path):
+    index = RunIndex()
+    run = driver(tmp_path, index, FakeExecutor(index, {"a": 0.05}))
+    assert run.step()  # the racing round
+    run.executor = Interrupted(index, {})
+    with pytest.raises(KeyboardInterrupt):  # the first comparison round is interrupted before any run finished
+        run.step()
+    rows = {r["method"]: r for r in report.rows(run)}
+    assert {r["state"] for r in rows.values()} == {"open"} and rows["b"]["reason"] == "first look not reached yet"
+    assert rows["b"]["sentence"] == "b: its first look is not reached yet (the comparison is unfinished)."
+    table = report.markdown(run, "", list(rows.values()), [])
+    # neither time nor memory was measured: each cell says so, not "nan"
+    assert "| b | — | 0 | — | [—, —] | open | first look not reached yet | — | — | — | — |" in table
+    assert "nan" not in table
+    for comparison in run.comparisons.values():
+        comparison.exhaust("the run budget (6) is spent")
+    rows = {r["method"]: r for r in report.rows(run)}
+    assert {r["state"] for r in rows.values()} == {"exhausted"} and rows["b"]["reason"] == "no look reached"
+    assert rows["b"]["sentence"] == "b: no look was reached (the budget ended the comparison first)."

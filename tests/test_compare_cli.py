@@ -53,6 +53,7 @@ def test_a_budget_stopped_then_interrupted_comparison_finishes_reusing_every_run
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr[-3000:]
     assert "rerun the same command to continue" in stderr
+    assert "of the interrupted round's" in stderr  # the summary line counts them too, not only "N run(s) used"
     assert "of the interrupted round's" in (out / "report.md").read_text()  # its finished runs are counted
     interrupted = [d for d in run_dirs(out) if json.loads((d / "status.json").read_text())["status"] != "completed"]
 

@@ -10,3 +10,10 @@ def points(value: float | None, signed: bool = True) -> str:
     if value is None or not math.isfinite(value):
         return "—"
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def ratio(value: float | None) -> str:
+    """A cost or memory ratio to none (1.234 → 1.23); "—" where it was not measured."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.2f}"

@@ -157,7 +157,9 @@ def run_comparison(spec: dict, name: str) -> int:
                 executor.close()
             ledger.close(finished)
             _write(driver, ledger, slots, threads, finished)
-    say(f"{len(driver.used)} run(s) used ({driver.trained} trained now, {driver.reused} from the cache); "
+    done, total = driver.round_progress()
+    pending = f"; {done} of the interrupted round's {total} run(s) finished, for the next invocation" if total else ""
+    say(f"{len(driver.used)} run(s) used ({driver.trained} trained now, {driver.reused} from the cache){pending}; "
         f"report: {out / 'report.md'}")
     if driver.failed:
         say(f"{len(driver.failed)} run(s) failed: {'; '.join(executor.failures if executor else driver.failed)}")

@@ -11,7 +11,7 @@ from typing import Any
 from regner.experiments.benchmark.profile import value_label
 from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
-from regner.experiments.compare.formatting import points
+from regner.experiments.compare.formatting import points, ratio
 from regner.experiments.compare.pooling import Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
 
@@ -41,11 +41,15 @@ def equivalence_bound(decision: Decision) -> float:
     return abs(decision.mean) + half
 
 
-def verdict_sentence(method: str, strength: str, decision: Decision | None, design: Design, split: str) -> str:
-    """One sentence for a row, from its decision's numbers."""
+def verdict_sentence(method: str, strength: str, decision: Decision | None, design: Design, split: str,
+                     stopped_by: str = "") -> str:
+    """One sentence for a row, from its decision's numbers; ``stopped_by`` is the row's ``stopped_by``
+    ("budget" when the budget ended it, "" while it is open)."""
     name = f"{method}{f' ({strength})' if strength else ''}"
     if decision is None:
-        return f"{name}: no look was reached (the budget ended the comparison first)."
+        if stopped_by == "budget":
+            return f"{name}: no look was reached (the budget ended the comparison first)."
+        return f"{name}: its first look is not reached yet (the comparison is unfinished)."
     d, n = decision, decision.n
     interval = f"95 % CI {points(d.ci[0])} to {points(d.ci[1])} points, {n} seeds"
     delta = f"{points(d.mean)} {split} F1 points ({interval})"
@@ -103,13 +107,15 @@ def rows(driver) -> list[dict[str, Any]]:
             room = (memory.get(method, math.nan) / memory[BASELINE]) if memory.get(BASELINE) else math.nan
             found.append({
                 "dataset": dataset, "regime": regime, "method": method, "strength": strength,
-                "state": d.state if d else "exhausted", "seeds": d.n if d else 0, "stopped_by": state.stopped_by,
+                "state": d.state if d else ("exhausted" if state.stopped_by == "budget" else "open"),
+                "seeds": d.n if d else 0, "stopped_by": state.stopped_by,
                 "delta": d.mean if d else math.nan, "ci": list(d.ci) if d else [math.nan, math.nan],
                 "sd": d.sd if d else math.nan, "mde": d.mde if d else math.nan,
                 "equivalence_bound": equivalence_bound(d) if d else math.nan, "margin": driver.profile.design.delta,
-                "seeds_needed": d.seeds_needed if d else None, "reason": d.reason if d else "no look reached",
+                "seeds_needed": d.seeds_needed if d else None,
+                "reason": d.reason if d else ("no look reached" if state.stopped_by == "budget" else "first look not reached yet"),
                 "time_ratio": cost, "memory_ratio": room, "split": split,
-                "sentence": verdict_sentence(method, strength, d, driver.profile.design, split)})
+                "sentence": verdict_sentence(method, strength, d, driver.profile.design, split, state.stopped_by)})
     return found
 
 
@@ -212,7 +218,7 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
             lines.append(f"| {r['method']} | {r['strength'] or '—'} | {r['seeds']} | {points(r['delta'])} | "
                          f"[{points(r['ci'][0])}, {points(r['ci'][1])}] | {r['state']} | {r['reason']} | "
                          f"{mde_text(r['mde'])} | {bound_text(r['equivalence_bound'])} | "
-                         f"{r['time_ratio']:.2f} | {r['memory_ratio']:.2f} |".replace("±—", "—").replace("| nan |", "| — |"))
+                         f"{ratio(r['time_ratio'])} | {ratio(r['memory_ratio'])} |".replace("±—", "—"))
         lines += ["", *(f"- {r['sentence']}" for r in table if r["dataset"] == dataset and r["regime"] == regime), ""]
     if pooled:
         lines += ["## Across datasets", "", "A random-effects meta-analysis (DerSimonian–Laird τ², "
