@@ -35,14 +35,15 @@ RECORDS = ("comparison.yaml", "report.md", "summary.json", "timing.json", "learn
 FINISHED = ("completed", "diverged")
 
 
-def table(runs: list[Path], root: Path) -> str:
-    """Per (dataset, method): each seed's numbers, and the paired test-F1 difference to none."""
+def table(runs: dict[Path, str], root: Path) -> str:
+    """Per (dataset, method): each seed's numbers, and the paired test-F1 difference to none; ``runs`` maps
+    each finished run's directory to its state."""
     cells: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
-    for run in runs:
+    for run, state in runs.items():
         name, seed = run.relative_to(root).parts[-2:]
         dataset, _regime, method, *strength = name.split(".", 3)  # a raced run: <method>.<strength value>
         method = f"{method}@{strength[0]}" if strength else method
-        if run_state(run) == "diverged":
+        if state == "diverged":
             cells[(dataset, method)][int(seed.split("-")[1])] = {"test": 0.0, "diverged": True}
             continue
         metrics = json.loads((run / "metrics.json").read_text())
@@ -72,7 +73,8 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.out / "comparison.yaml").is_file():
         parser.error(f"{args.out} holds no comparison (no comparison.yaml)")
-    runs = sorted(p.parent for p in (args.out / "runs").rglob("status.json") if run_state(p.parent) in FINISHED)
+    states = {p.parent: run_state(p.parent) for p in sorted((args.out / "runs").rglob("status.json"))}
+    runs = {run: state for run, state in states.items() if state in FINISHED}
     if not runs:
         parser.error(f"{args.out} has no finished run yet")
     args.dest.mkdir(parents=True, exist_ok=True)

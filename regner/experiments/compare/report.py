@@ -105,15 +105,18 @@ def rows(driver) -> list[dict[str, Any]]:
             split = driver.judged.get(dataset, "test")
             cost = (seconds.get(method, math.nan) / seconds[BASELINE]) if seconds.get(BASELINE) else math.nan
             room = (memory.get(method, math.nan) / memory[BASELINE]) if memory.get(BASELINE) else math.nan
+            # before its first look a row is open, unless the budget ended it there
+            unlooked, why = ("exhausted", "no look reached") if state.stopped_by == "budget" else \
+                ("open", "first look not reached yet")
             found.append({
                 "dataset": dataset, "regime": regime, "method": method, "strength": strength,
-                "state": d.state if d else ("exhausted" if state.stopped_by == "budget" else "open"),
+                "state": d.state if d else unlooked,
                 "seeds": d.n if d else 0, "stopped_by": state.stopped_by,
                 "delta": d.mean if d else math.nan, "ci": list(d.ci) if d else [math.nan, math.nan],
                 "sd": d.sd if d else math.nan, "mde": d.mde if d else math.nan,
                 "equivalence_bound": equivalence_bound(d) if d else math.nan, "margin": driver.profile.design.delta,
                 "seeds_needed": d.seeds_needed if d else None,
-                "reason": d.reason if d else ("no look reached" if state.stopped_by == "budget" else "first look not reached yet"),
+                "reason": d.reason if d else why,
                 "time_ratio": cost, "memory_ratio": room, "split": split,
                 "sentence": verdict_sentence(method, strength, d, driver.profile.design, split, state.stopped_by)})
     return found
