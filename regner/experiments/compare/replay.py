@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from regner.experiments.compare.formatting import points
 from regner.experiments.compare.report import mde_text
 
 
@@ -42,10 +43,6 @@ def agreement(summary: dict, fixed: dict[tuple[str, str, str], str]) -> list[dic
     return rows
 
 
-def _points(value) -> str:
-    return "—" if value is None else f"{100 * value:+.2f}"
-
-
 def replay_markdown(summary: dict, fixed: dict[tuple[str, str, str], str], fixed_runs: int, source: str,
                     command: str) -> str:
     """The replay's table and summary, every sentence from the numbers."""
@@ -64,8 +61,8 @@ def replay_markdown(summary: dict, fixed: dict[tuple[str, str, str], str], fixed
              "| 95 % interval | MDE | verdict | agrees |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['dataset']} | {r['regime']} | {r['method']} | {r['strength'] or '—'} | {r['fixed']} | "
-                     f"{r['state']} | {r['seeds']} | {_points(r['delta'])} | [{_points(r['ci'][0])}, "
-                     f"{_points(r['ci'][1])}] | {mde_text(r['mde']) if r['mde'] is not None else '—'} | "
+                     f"{r['state']} | {r['seeds']} | {points(r['delta'])} | [{points(r['ci'][0])}, "
+                     f"{points(r['ci'][1])}] | {mde_text(r['mde']) if r['mde'] is not None else '—'} | "
                      f"{r['verdict']} | {'yes' if r['agrees'] else '**no**'} |")
     cells: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
