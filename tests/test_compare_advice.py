@@ -110,3 +110,21 @@ def test_a_row_before_its_first_look_is_open_and_says_so_until_the_budget_ends_i
     rows = {r["method"]: r for r in report.rows(run)}
     assert {r["state"] for r in rows.values()} == {"exhausted"} and rows["b"]["reason"] == "no look reached"
     assert rows["b"]["sentence"] == "b: no look was reached (the budget ended the comparison first)."
+
+
+def test_an_interval_wider_than_any_f1_difference_is_not_quoted_as_a_possible_gain():
+    from types import SimpleNamespace
+
+    rows = [{"method": "a", "dataset": "d", "state": "open", "seeds": 2, "delta": 0.01, "ci": (-0.4, 0.6),
+             "time_ratio": 1.5}, {"method": "b", "dataset": "e", "state": "open", "seeds": 2, "delta": 0.02,
+                                  "ci": (-2.1, 2.3), "time_ratio": 2.0}]
+    wide = [{"method": m, "level": 0.025, "pooled": SimpleNamespace(estimate=e, ci=(e - h, e + h), k=2)}
+            for m, e, h in (("a", 0.01, 0.3), ("b", 0.02, 3.5))]
+    text = advice.paragraph(rows, wide, 0.01)
+    assert "no gain is ruled out yet: the widest interval (b) reaches past +100 points" in text
+    assert "gains up to" not in text  # b's upper end, +352 points, is no gain an F1 can make
+    narrow = [{**wide[0]}, {**wide[1], "pooled": SimpleNamespace(estimate=0.02, ci=(-0.03, 0.07), k=2)}]
+    assert "gains up to +31.00 points (a) are not ruled out" in advice.paragraph(rows, narrow, 0.01)
+    alone = advice.paragraph(rows, [], 0.01)  # nothing pooled: the rows' unadjusted intervals
+    assert "the widest interval (b on e, unadjusted 95 % interval) reaches past +100 points" in alone
+    assert "gains up to +60.00 points (a on d, unadjusted 95 % interval)" in advice.paragraph(rows[:1], [], 0.01)

@@ -28,6 +28,15 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else math.inf
 
 
+def not_ruled_out(upper: float, who: str) -> str:
+    """What the widest interval leaves open, in words: its upper end, unless that passes +100 points, more than
+    any F1 difference can be (2 seeds give intervals that wide): then no gain is ruled out yet."""
+    if upper >= 1:
+        return (f"no gain is ruled out yet: the widest interval ({who}) reaches past +100 points, more than any F1 "
+                "difference can be")
+    return f"gains up to {points(upper)} points ({who}) are not ruled out"
+
+
 def _cost(rows: list[dict], method: str) -> str:
     time = _ratio([r["time_ratio"] for r in rows if r["method"] == method])
     memory = _ratio([r.get("memory_ratio", math.nan) for r in rows if r["method"] == method])
@@ -91,8 +100,7 @@ def paragraph(rows: list[dict], pooled: list[dict], delta: float) -> str:
         text = (f"**none of them, at this precision**: no method's pooled gain over none is beyond noise at level "
                 f"{level:.2g} (α split over the {len(pooled)} methods pooled). The largest pooled estimate is "
                 f"{top['method']}'s, {points(top['pooled'].estimate)} points ({points(top['pooled'].ci[0])} to "
-                f"{points(top['pooled'].ci[1])}); gains up to {points(reach['pooled'].ci[1])} points "
-                f"({reach['method']}) are not ruled out.")
+                f"{points(top['pooled'].ci[1])}); {not_ruled_out(reach['pooled'].ci[1], reach['method'])}.")
         if better:
             text += " On single datasets: " + "; ".join(
                 f"{r['method']} is better than none on {r['dataset']} ({points(r['delta'])})" for r in better) + "."
@@ -106,6 +114,6 @@ def paragraph(rows: list[dict], pooled: list[dict], delta: float) -> str:
     if not decided:
         return "no verdict yet: no method has reached its first look." + avoid
     reach = max(decided, key=lambda r: r["ci"][1])
-    return (f"**none of them, at this precision**: no method is better than none; gains up to "
-            f"{points(reach['ci'][1])} points ({reach['method']} on {reach['dataset']}, unadjusted 95 % interval) "
-            f"are not ruled out." + avoid)
+    who = f"{reach['method']} on {reach['dataset']}, unadjusted 95 % interval"
+    return (f"**none of them, at this precision**: no method is better than none; "
+            f"{not_ruled_out(reach['ci'][1], who)}." + avoid)
