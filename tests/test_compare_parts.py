@@ -403,7 +403,7 @@ def test_a_method_may_run_on_some_datasets_only(tmp_path):
     spec = {"datasets": {"d": ["data=demo"], "e": ["data=demo", "data.train_size=100"]},
             "methods": {**SPEC["methods"], "b": {"overrides": ["regularizer=noise"], "datasets": ["e"]}}}
     index = RunIndex()
-    run = driver(tmp_path, index, FakeExecutor(index, {"b": 0.04}), **spec)
+    run = driver(tmp_path, index, FakeExecutor(index, {"b": 0.04}), looks=[3, 4], **spec)  # pooling needs 3 seeds
     assert run.profile.methods_in("r", "d") == ["none", "a"] and run.profile.rows == 3
     run.run()
     assert list(run.comparisons[("d", "r")].states) == ["a"] and list(run.comparisons[("e", "r")].states) == ["a", "b"]

@@ -15,7 +15,7 @@ import statistics
 from typing import Any
 
 from regner.experiments.compare.formatting import points
-from regner.experiments.compare.pooling import dataset_effect, random_effects
+from regner.experiments.compare.pooling import MIN_SEEDS, dataset_effect, random_effects
 
 
 def _ratio(values: list[float]) -> float:
@@ -55,7 +55,7 @@ def adjusted_pooled(driver, regime: str, alpha: float) -> list[dict[str, Any]]:
             if method not in comparison.states:  # not compared on this dataset
                 continue
             decision = comparison.states[method].decision
-            if decision is None or decision.n < 2 or decision.state == "unstable":
+            if decision is None or decision.n < MIN_SEEDS or decision.state == "unstable":
                 continue
             differences = comparison.differences(method)[:decision.n]
             if statistics.variance(differences) > 0:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from regner.experiments.compare.formatting import points
-from regner.experiments.compare.pooling import dataset_effect, random_effects
+from regner.experiments.compare.pooling import MIN_SEEDS, dataset_effect, random_effects
 from regner.experiments.compare.sequential import minimal_detectable_effect, t_one_sided
 from regner.experiments.stats import t_critical
 
@@ -130,13 +130,14 @@ def contrast_rows(comparisons: dict, contrasts: list[Contrast], alpha: float, de
 
 
 def pooled_contrasts(rows: list[ContrastRow], alpha: float = 0.05) -> list[dict[str, Any]]:
-    """Per (regime, contrast): a random-effects estimate over the datasets with ≥ 2 shared seeds and spread,
+    """Per (regime, contrast): a random-effects estimate over the datasets with ≥ MIN_SEEDS shared seeds and spread,
     with its (1 − α/m) interval, m the pooled contrasts (Bonferroni, as the rows)."""
     pooled_cells = []
     for regime in dict.fromkeys(r.regime for r in rows):
         for contrast in dict.fromkeys(r.contrast for r in rows if r.regime == regime):
             usable = [r for r in rows if r.regime == regime and r.contrast == contrast
-                      and r.state not in ("unstable", "too few seeds") and r.sd > 0]
+                      and r.state not in ("unstable", "too few seeds") and len(r.differences) >= MIN_SEEDS
+                      and r.sd > 0]
             if len(usable) < 2:
                 continue
             pooled_cells.append((regime, contrast, usable))

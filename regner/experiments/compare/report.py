@@ -12,7 +12,7 @@ from regner.experiments.benchmark.profile import value_label
 from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
 from regner.experiments.compare.formatting import points, ratio
-from regner.experiments.compare.pooling import Pooled, dataset_effect, random_effects
+from regner.experiments.compare.pooling import MIN_SEEDS, Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
 
 SPENDING_NAMES = {"obrien_fleming": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
@@ -123,7 +123,7 @@ def rows(driver) -> list[dict[str, Any]]:
 
 
 def pooled_rows(driver) -> list[dict[str, Any]]:
-    """Per (regime, method): a random-effects estimate over the datasets (where ≥ 2 have ≥ 2 seeds)."""
+    """Per (regime, method): a random-effects estimate over the datasets (where ≥ 2 have ≥ MIN_SEEDS seeds)."""
     found = []
     regimes = dict.fromkeys(r for _, r in driver.comparisons)
     for regime in regimes:
@@ -134,7 +134,7 @@ def pooled_rows(driver) -> list[dict[str, Any]]:
                 state = comparison.states.get(method)
                 if state is None:  # not compared on this dataset
                     continue
-                if state.decision is None or state.decision.n < 2:
+                if state.decision is None or state.decision.n < MIN_SEEDS:
                     continue
                 if state.decision.state == "unstable":
                     left_out.append(dataset)
@@ -226,7 +226,9 @@ def markdown(driver, preamble: str, table: list[dict], pooled: list[dict],
     if pooled:
         lines += ["## Across datasets", "", "A random-effects meta-analysis (DerSimonian–Laird τ², "
                   "Hartung–Knapp–Sidik–Jonkman interval on k − 1 degrees of freedom) of each dataset's paired mean "
-                  "difference, per regime; the intervals are not adjusted for the number of methods.", "",
+                  f"difference, per regime, from the datasets where it has {MIN_SEEDS} seeds or more (the method "
+                  "takes each dataset's variance as known, which one from 2 seeds is not); the intervals are not "
+                  "adjusted for the number of methods (\"What to use\" is).", "",
                   "| regime | method | datasets | pooled Δ | 95 % CI | τ |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['regime']} | {r['method']} | {', '.join(r['datasets'])} | {points(r['estimate'])} | "
                   f"[{points(r['ci'][0])}, {points(r['ci'][1])}] | {points(r['tau'], False)} |" for r in pooled]
