@@ -61,6 +61,7 @@ def test_a_learning_curve_reads_the_rows_at_each_labeled_size_and_is_drawn(tmp_p
     text = report.markdown(run, "", table, [])
     assert "## Learning curves" in text and "| 100 labeled (small) | 200 labeled (large) |" in text
     assert curves.plot(entries, tmp_path / "curve.png").stat().st_size > 1000
+    assert len(set(curves.styles(20))) == 20  # v3 draws 14 methods in one panel: no two may look alike
 
 
 @pytest.mark.parametrize("given, message", [({"c": ["small"]}, "two or more"),

@@ -74,6 +74,15 @@ def markdown_lines(curves: dict[str, list[tuple[int, str]]], entries: list[dict[
     return lines
 
 
+MARKERS = "osD^vPX<>*"
+
+
+def styles(count: int) -> list[tuple[int, str]]:
+    """(tab20 colour index, marker) per method: all distinct up to 20 methods (a comparison has 14), so no two
+    methods share a look, as they did with the 10 default colours; the markers tell them apart in grey too."""
+    return [(i % 20, MARKERS[i % len(MARKERS)]) for i in range(count)]
+
+
 def plot(entries: list[dict[str, Any]], path: Path) -> Path | None:
     """learning_curve.png: one panel per (curve, regime), Δ vs labeled size (log) per method, 95 % bars."""
     panels = list(dict.fromkeys((e["curve"], e["regime"]) for e in entries if e["points"]))
@@ -84,16 +93,17 @@ def plot(entries: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    colours = plt.get_cmap("tab20").colors
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.8), squeeze=False)
     for ax, (name, regime) in zip(axes[0], panels):
         members = [e for e in entries if (e["curve"], e["regime"]) == (name, regime) and e["points"]]
-        for i, e in enumerate(members):
+        for i, (e, (colour, marker)) in enumerate(zip(members, styles(len(members)))):
             shift = 1 + 0.025 * (i - (len(members) - 1) / 2)  # side by side on the log axis
             xs = [p[0] * shift for p in e["points"]]
             ys = [100 * p[1] for p in e["points"]]
             low = [100 * (p[1] - p[2]) for p in e["points"]]
             high = [100 * (p[3] - p[1]) for p in e["points"]]
-            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=e["method"])
+            ax.errorbar(xs, ys, yerr=[low, high], marker=marker, color=colours[colour], capsize=3, label=e["method"])
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xscale("log")
         sizes = sorted({p[0] for e in members for p in e["points"]})
@@ -102,7 +112,7 @@ def plot(entries: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_xlabel("labeled training sentences")
         ax.set_ylabel("Δ F1 vs none (points, 95 % interval)")
         ax.set_title(f"{name}, {regime}")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, not over, the bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
