@@ -10,7 +10,14 @@ import pytest
 
 from regner.experiments.compare import report
 from regner.experiments.compare.cache import RunIndex
-from regner.experiments.compare.contrasts import Contrast, contrast_rows, judge, pooled_contrasts
+from regner.experiments.compare.contrasts import (
+    Contrast,
+    contrast_rows,
+    judge,
+    markdown_lines,
+    pooled_contrasts,
+    sentence,
+)
 from regner.experiments.compare.engine import Result
 from regner.experiments.compare.pooling import dataset_effect, random_effects
 from regner.experiments.compare.profile import CompareError, load_profile
@@ -60,6 +67,12 @@ def test_equivalence_is_a_tost_at_the_split_level_and_noise_is_undecided():
     noisy = judge("d", "r", Contrast("c", "a", "b"), results([0.62, 0.57, 0.64, 0.58, 0.61], [0.6] * 5),
                   [1, 2, 3, 4, 5], 0.05, 0.01, 0.8)
     assert noisy.state == "undecided" and noisy.mde > 0.01
+    assert f"detect only differences of {100 * noisy.mde:.2f} points or more" in sentence(noisy, 0.01, 0.05)
+    # 2 seeds at a split level: the MDE passes any F1 difference, and the row says so as the rows vs none do
+    wide = judge("d", "r", Contrast("c", "a", "b"), results([0.62, 0.57], [0.6, 0.6]), [1, 2], 0.005, 0.01, 0.8)
+    assert wide.state == "undecided" and wide.mde >= 1
+    assert "detect no difference an F1 score can show (the MDE passes 100 points)" in sentence(wide, 0.01, 0.005)
+    assert "| undecided | > 100 |" in "\n".join(markdown_lines([wide], [], 0.05, 0.01))
 
 
 class _Cell:

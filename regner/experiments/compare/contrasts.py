@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from regner.experiments.compare.formatting import points
+from regner.experiments.compare.formatting import mde_text, points
 from regner.experiments.compare.pooling import MIN_SEEDS, dataset_effect, random_effects
 from regner.experiments.compare.sequential import minimal_detectable_effect, t_one_sided
 from regner.experiments.stats import t_critical
@@ -166,8 +166,9 @@ def sentence(row: ContrastRow, delta: float, level: float) -> str:
         return f"{a} is behind {b} on {row.dataset} by {numbers}: beyond noise at the split level."
     if row.state == "equivalent":
         return f"{a} and {b} are equivalent on {row.dataset} within ±{100 * delta:.2f} points: {numbers}."
-    return (f"{a} vs {b} on {row.dataset} is undecided: {numbers}; these seeds detect only differences of "
-            f"{100 * row.mde:.2f} points or more at the split level.")
+    reach = ("no difference an F1 score can show (the MDE passes 100 points)" if row.mde >= 1 else
+             f"only differences of {100 * row.mde:.2f} points or more")
+    return f"{a} vs {b} on {row.dataset} is undecided: {numbers}; these seeds detect {reach} at the split level."
 
 
 def pooled_sentence(entry: dict[str, Any], delta: float) -> str:
@@ -200,7 +201,7 @@ def markdown_lines(rows: list[ContrastRow], pooled: list[dict[str, Any]], alpha:
         lines.append(f"| {r.dataset} | {r.regime} | {r.contrast.a} − {r.contrast.b} | {len(r.seeds)} | "
                      f"{points(r.mean)} | [{points(r.ci[0])}, {points(r.ci[1])}] | "
                      f"[{points(r.adjusted[0])}, {points(r.adjusted[1])}] | {r.state} | "
-                     f"{f'{100 * r.mde:.2f}' if math.isfinite(r.mde) else '—'} |")
+                     f"{mde_text(r.mde)} |")
     lines += ["", *(f"- {sentence(r, delta, level)}" for r in rows), ""]
     if pooled:
         lines += [f"Pooled over datasets (random effects, as for the differences from none), each at level "

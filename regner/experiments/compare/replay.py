@@ -11,8 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from regner.experiments.compare.formatting import points
-from regner.experiments.compare.report import mde_text
+from regner.experiments.compare.formatting import mde_text, points
 
 
 def verdict_word(state: str) -> str:

@@ -11,16 +11,11 @@ from typing import Any
 from regner.experiments.benchmark.profile import value_label
 from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
-from regner.experiments.compare.formatting import points, ratio
+from regner.experiments.compare.formatting import mde_text, points, ratio
 from regner.experiments.compare.pooling import MIN_SEEDS, Pooled, dataset_effect, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
 
 SPENDING_NAMES = {"obrien_fleming": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
-
-
-def mde_text(mde: float) -> str:
-    """The MDE in points; "> 100" where it exceeds any possible F1 difference."""
-    return "> 100" if math.isfinite(mde) and mde >= 1 else points(mde, False)
 
 
 def bound_text(bound: float) -> str:
