@@ -144,3 +144,45 @@ def test_the_ledger_states_when_the_first_invocation_started(tmp_path, monkeypat
     assert second.summary() == f"1.50 h of wall time in 2 invocation(s) (first started {started})"
     second.close(True)
     assert execution.Ledger(tmp_path).summary(include_now=False).endswith(f"(first started {started})")
+
+
+def test_a_new_directory_continues_the_ledger_of_the_comparison_its_cache_committed(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first"
+    assert in_process(f"out={first}", "train=false", *SMALL, capsys=capsys)[0] == 0
+    committed = tmp_path / "committed"  # what scripts/archive_comparison.py commits beside the runs
+    committed.mkdir()
+    shutil.copy(first / "comparison.yaml", committed)
+    entry = {"started": "2026-01-01T00:00:00+0000", "seconds": 7200.0, "finished": False, "machine": "m"}
+    (committed / "timing.json").write_text(json.dumps({"invocations": [entry]}))
+
+    # a clone's fresh directory: the committed 2 h count, so a 1 h budget trains nothing
+    clone = tmp_path / "clone"
+    code, stderr = in_process(f"out={clone}", f"cache=[{committed}]", "budget.max_hours=1", *SMALL, capsys=capsys)
+    assert code == 0, stderr
+    assert f"continuing the comparison committed in {committed}: its 1 invocation(s), 2.00 h" in stderr
+    assert "0 run(s) used (0 trained now" in stderr and not (clone / "runs").exists()
+    report = (clone / "report.md").read_text()
+    assert "2.00 h of wall time in 2 invocation(s) (first started 2026-01-01T00:00:00+0000)" in report
+    assert "stopped by its budget" in report and "the time budget (1 h) ends before this step" in report
+    ledger = json.loads((clone / "timing.json").read_text())["invocations"]
+    assert len(ledger) == 2 and ledger[0] == entry
+
+    # from then on the directory keeps its own ledger: a rerun does not take the committed one again
+    assert in_process(f"out={clone}", "train=false", f"cache=[{committed}]", *SMALL, capsys=capsys)[0] == 0
+    assert [i["seconds"] for i in json.loads((clone / "timing.json").read_text())["invocations"]][0] == 7200.0
+    assert len(json.loads((clone / "timing.json").read_text())["invocations"]) == 3
+    # another design is another comparison: a budget of its own
+    other = tmp_path / "other"
+    code, stderr = in_process(f"out={other}", "train=false", "target_mde=0.05", f"cache=[{committed}]", *SMALL,
+                              capsys=capsys)
+    assert code == 0 and "continuing" not in stderr
+    assert len(json.loads((other / "timing.json").read_text())["invocations"]) == 1
+    # a damaged committed ledger is one paragraph, exit 2, before anything is written
+    (committed / "timing.json").write_text("{")
+    code, stderr = in_process(f"out={tmp_path / 'third'}", "train=false", f"cache=[{committed}]", *SMALL,
+                              capsys=capsys)
+    assert code == 2 and f"cache: {committed / 'timing.json'}: not valid JSON" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "third").exists()

@@ -21,6 +21,7 @@ from regner.experiments.compare.execution import Executor, make_slots
 from regner.experiments.compare.identity import encoder_fingerprint
 from regner.experiments.compare.planned import Composer
 from regner.experiments.compare.profile import CompareError, CompareProfile, load_profile
+from regner.runs.io import JsonFileError, atomic_write_json, read_json_object
 
 # options of the invocation, not of the comparison: they may change between invocations on one directory
 INVOCATION_KEYS = ("out", "cache", "train", "dry_run", "progress", "budget", "description", "jobs",
@@ -37,19 +38,23 @@ def say(message: str) -> None:
     print(f"regner compare: {message}", file=sys.stderr, flush=True)
 
 
-def claim(out: Path, spec: dict, profile: CompareProfile) -> None:
-    """``out`` holds one comparison: the same design continues (with any budget); another is refused."""
+def comparison_record(spec: dict, profile: CompareProfile) -> str:
+    """What ``comparison.yaml`` holds: the design (no invocation option) and the encoder's fingerprint."""
     design = {k: v for k, v in spec.items() if k not in INVOCATION_KEYS}
     fingerprint = encoder_fingerprint(profile.encoder) if profile.encoder else None
-    identity = yaml.safe_dump({"comparison": design, "encoder": profile.encoder, "encoder_sha256": fingerprint},
-                              allow_unicode=True, sort_keys=True)
+    return yaml.safe_dump({"comparison": design, "encoder": profile.encoder, "encoder_sha256": fingerprint},
+                          allow_unicode=True, sort_keys=True)
+
+
+def claim(out: Path, identity: str) -> None:
+    """``out`` holds one comparison: the same design continues (with any budget); another is refused."""
     saved = out / "comparison.yaml"
     if saved.exists() and saved.read_text(encoding="utf-8") != identity:
         old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         new = yaml.safe_load(identity)
         changed = sorted(k for k in set(old.get("comparison", {})) | set(new["comparison"])
                          if old.get("comparison", {}).get(k) != new["comparison"].get(k))
-        if old.get("encoder_sha256") != fingerprint:
+        if old.get("encoder_sha256") != new.get("encoder_sha256"):
             changed.append("encoder (its fingerprint)")
         if set(changed) <= set(NON_BINDING):
             before, after = old.get("comparison", {}), new["comparison"]
@@ -64,6 +69,40 @@ def claim(out: Path, spec: dict, profile: CompareProfile) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not saved.exists():
         saved.write_text(identity, encoding="utf-8")
+
+
+def committed_ledger(out: Path, profile: CompareProfile, identity: str) -> tuple[Path, dict] | None:
+    """The ledger a new comparison directory takes over: that of a ``cache`` root which committed this
+    comparison (its ``comparison.yaml`` is this one's, encoder fingerprint included), so ``budget.max_hours``
+    counts the wall time the committed runs cost. A clone then reproduces the committed edition from the
+    cache, and continues a partial one to the same budget, instead of spending a whole new budget beyond it.
+    None where ``out`` has its own ledger or no root committed this comparison."""
+    if (out / "timing.json").exists():
+        return None
+    for root in map(Path, profile.cache):
+        folder = root if root.is_dir() else root.parent
+        record, timing = folder / "comparison.yaml", folder / "timing.json"
+        if not (record.is_file() and timing.is_file()) or record.read_text(encoding="utf-8") != identity:
+            continue
+        try:
+            data = read_json_object(timing)
+            [float(i["seconds"]) for i in data["invocations"]]
+        except (JsonFileError, KeyError, TypeError, ValueError) as err:
+            reason = err.reason if isinstance(err, JsonFileError) else \
+                'not a ledger ({"invocations": [{"seconds": …}, …]})'
+            raise CompareError(f"cache: {timing}: {reason}; it is the ledger of the comparison this one continues "
+                               "(its comparison.yaml is this one's): restore it from git, or remove it to give "
+                               "this directory a budget of its own") from None
+        return folder, data
+    return None
+
+
+def adopt_ledger(out: Path, committed: tuple[Path, dict]) -> None:
+    folder, data = committed
+    atomic_write_json(out / "timing.json", data)
+    hours = sum(float(i["seconds"]) for i in data["invocations"]) / 3600
+    say(f"continuing the comparison committed in {folder}: its {len(data['invocations'])} invocation(s), "
+        f"{hours:.2f} h, count toward budget.max_hours")
 
 
 def gather(out: Path, profile: CompareProfile) -> RunIndex:
@@ -129,7 +168,11 @@ def run_comparison(spec: dict, name: str) -> int:
                     probe.key(probe.planned(dataset, regime, method.name, value, profile.seeds[0], "compare"))
         index = gather(out, profile)  # a missing cache root is refused before the directory is claimed
         if not dry_run:
-            claim(out, spec, profile)
+            identity = comparison_record(spec, profile)
+            committed = committed_ledger(out, profile, identity)  # a damaged one is refused before any write
+            claim(out, identity)
+            if committed:
+                adopt_ledger(out, committed)
         ledger = Ledger(out) if not dry_run else None
         executor = None
         progress = _Progress(enabled=bool(spec.get("progress", True)) and not dry_run)
