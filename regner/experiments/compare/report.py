@@ -129,10 +129,12 @@ def pooled_rows(driver) -> list[dict[str, Any]]:
                 state = comparison.states.get(method)
                 if state is None:  # not compared on this dataset
                     continue
-                if state.decision is None or state.decision.n < MIN_SEEDS:
+                if state.decision is None:
                     continue
                 if state.decision.state == "unstable":
                     left_out.append(dataset)
+                    continue
+                if state.decision.n < MIN_SEEDS:
                     continue
                 differences = comparison.differences(method)[:state.decision.n]
                 if statistics.variance(differences) > 0:
