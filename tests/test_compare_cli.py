@@ -105,6 +105,8 @@ def test_another_comparison_in_the_same_directory_is_refused(tmp_path, monkeypat
     out = tmp_path / "cmp"
     code, _ = in_process(f"out={out}", "train=false", *SMALL, capsys=capsys)  # cache only: claims, trains nothing
     assert code == 0 and (out / "comparison.yaml").is_file() and "would have been needed" in (out / "report.md").read_text()
+    assert "(cache only (train=false): it stops where the cache ends" in (out / "report.md").read_text()
+    assert "stopped by its budget" not in (out / "report.md").read_text()  # no budget stopped it
     code, stderr = in_process(f"out={out}", "train=false", "target_mde=0.05", *SMALL, capsys=capsys)
     assert code == 2 and "holds another comparison (changed: target_mde)" in stderr
     assert stderr.count("\n") == 1  # one paragraph

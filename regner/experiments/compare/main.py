@@ -214,6 +214,8 @@ def _write(driver: Driver, ledger: Ledger, slots, threads: int, finished: bool) 
     budget_stopped = any(s.stopped_by == "budget" for c in driver.comparisons.values() for s in c.states.values()) \
         or any(r.stopped_by == "budget" for r in driver.races.values())
     state = ("unfinished: partial results" if not finished else
+             "cache only (train=false): it stops where the cache ends, and an invocation without train=false "
+             "trains the rest" if driver.missing else
              "stopped by its budget: a larger budget continues it" if budget_stopped else "finished")
     budget = ", ".join(x for x in (f"{p.max_runs} runs" if p.max_runs else "",
                                    f"{p.max_hours:g} h" if p.max_hours else "") if x) or "none"
