@@ -45,21 +45,33 @@ def _cost(rows: list[dict], method: str) -> str:
     return ", ".join(p for p in parts if p) or "cost not measured"
 
 
+def dataset_effects(cells: dict, method: str) -> tuple[list[tuple[float, float]], list[str], list[str]]:
+    """What a method pools over ``cells`` ({dataset: its comparison}): each dataset's (mean, variance) with
+    its name, where it has MIN_SEEDS seeds or more and some spread, and the datasets left out because the
+    method was unstable there."""
+    effects, names, unstable = [], [], []
+    for dataset, comparison in cells.items():
+        state = comparison.states.get(method)
+        if state is None or state.decision is None:  # not compared on this dataset, or no look yet
+            continue
+        if state.decision.state == "unstable":
+            unstable.append(dataset)
+            continue
+        if state.decision.n < MIN_SEEDS:
+            continue
+        differences = comparison.differences(method)[:state.decision.n]
+        if statistics.variance(differences) > 0:
+            effects.append(dataset_effect(differences))
+            names.append(dataset)
+    return effects, names, unstable
+
+
 def adjusted_pooled(driver, regime: str, alpha: float) -> list[dict[str, Any]]:
     """Per method of ``regime``: the pooled difference from none with its (1 − α/m) interval."""
     cells = {d: c for (d, r), c in driver.comparisons.items() if r == regime}
     found = []
     for method in dict.fromkeys(m for c in cells.values() for m in c.states):
-        effects = []
-        for comparison in cells.values():
-            if method not in comparison.states:  # not compared on this dataset
-                continue
-            decision = comparison.states[method].decision
-            if decision is None or decision.n < MIN_SEEDS or decision.state == "unstable":
-                continue
-            differences = comparison.differences(method)[:decision.n]
-            if statistics.variance(differences) > 0:
-                effects.append(dataset_effect(differences))
+        effects = dataset_effects(cells, method)[0]
         if len(effects) >= 2:
             found.append((method, effects))
     level = alpha / max(1, len(found))

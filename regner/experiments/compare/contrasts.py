@@ -136,8 +136,7 @@ def pooled_contrasts(rows: list[ContrastRow], alpha: float = 0.05) -> list[dict[
     for regime in dict.fromkeys(r.regime for r in rows):
         for contrast in dict.fromkeys(r.contrast for r in rows if r.regime == regime):
             usable = [r for r in rows if r.regime == regime and r.contrast == contrast
-                      and r.state not in ("unstable", "too few seeds") and len(r.differences) >= MIN_SEEDS
-                      and r.sd > 0]
+                      and r.state != "unstable" and len(r.differences) >= MIN_SEEDS and r.sd > 0]
             if len(usable) < 2:
                 continue
             pooled_cells.append((regime, contrast, usable))

@@ -71,8 +71,8 @@ def claim(out: Path, identity: str) -> None:
         saved.write_text(identity, encoding="utf-8")
 
 
-def committed_ledger(out: Path, profile: CompareProfile, identity: str) -> tuple[Path, dict] | None:
-    """The ledger a new comparison directory takes over: that of a ``cache`` root which committed this
+def committed_ledger(out: Path, profile: CompareProfile, identity: str) -> tuple[Path, dict, float] | None:
+    """(root, ledger, its hours) a new comparison directory takes over: the ledger that of a ``cache`` root which committed this
     comparison (its ``comparison.yaml`` is this one's, encoder fingerprint included), so ``budget.max_hours``
     counts the wall time the committed runs cost. A clone then reproduces the committed edition from the
     cache, and continues a partial one to the same budget, instead of spending a whole new budget beyond it.
@@ -86,21 +86,20 @@ def committed_ledger(out: Path, profile: CompareProfile, identity: str) -> tuple
             continue
         try:
             data = read_json_object(timing)
-            [float(i["seconds"]) for i in data["invocations"]]
+            hours = sum(float(i["seconds"]) for i in data["invocations"]) / 3600
         except (JsonFileError, KeyError, TypeError, ValueError) as err:
             reason = err.reason if isinstance(err, JsonFileError) else \
                 'not a ledger ({"invocations": [{"seconds": …}, …]})'
             raise CompareError(f"cache: {timing}: {reason}; it is the ledger of the comparison this one continues "
                                "(its comparison.yaml is this one's): restore it from git, or remove it to give "
                                "this directory a budget of its own") from None
-        return folder, data
+        return folder, data, hours
     return None
 
 
-def adopt_ledger(out: Path, committed: tuple[Path, dict]) -> None:
-    folder, data = committed
+def adopt_ledger(out: Path, committed: tuple[Path, dict, float]) -> None:
+    folder, data, hours = committed
     atomic_write_json(out / "timing.json", data)
-    hours = sum(float(i["seconds"]) for i in data["invocations"]) / 3600
     say(f"continuing the comparison committed in {folder}: its {len(data['invocations'])} invocation(s), "
         f"{hours:.2f} h, count toward budget.max_hours")
 

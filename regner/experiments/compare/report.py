@@ -12,7 +12,7 @@ from regner.experiments.benchmark.profile import value_label
 from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
 from regner.experiments.compare.formatting import mde_text, points, ratio
-from regner.experiments.compare.pooling import MIN_SEEDS, Pooled, dataset_effect, random_effects
+from regner.experiments.compare.pooling import MIN_SEEDS, Pooled, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
 
 SPENDING_NAMES = {"obrien_fleming": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
@@ -124,22 +124,7 @@ def pooled_rows(driver) -> list[dict[str, Any]]:
     for regime in regimes:
         cells = {d: c for (d, r), c in driver.comparisons.items() if r == regime}
         for method in dict.fromkeys(m for c in cells.values() for m in c.states):
-            effects, names, left_out = [], [], []
-            for dataset, comparison in cells.items():
-                state = comparison.states.get(method)
-                if state is None:  # not compared on this dataset
-                    continue
-                if state.decision is None:
-                    continue
-                if state.decision.state == "unstable":
-                    left_out.append(dataset)
-                    continue
-                if state.decision.n < MIN_SEEDS:
-                    continue
-                differences = comparison.differences(method)[:state.decision.n]
-                if statistics.variance(differences) > 0:
-                    effects.append(dataset_effect(differences))
-                    names.append(dataset)
+            effects, names, left_out = advice.dataset_effects(cells, method)
             if len(effects) < 2:
                 continue
             pooled = random_effects(effects)
