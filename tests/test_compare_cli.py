@@ -146,6 +146,10 @@ def test_the_ledger_states_when_the_first_invocation_started(tmp_path, monkeypat
     assert second.summary() == f"1.50 h of wall time in 2 invocation(s) (first started {started})"
     second.close(True)
     assert execution.Ledger(tmp_path).summary(include_now=False).endswith(f"(first started {started})")
+    # invocations started within one second (cache-only ones take less) are two entries, not one
+    for _ in range(2):
+        execution.Ledger(tmp_path).close(True)
+    assert len(json.loads((tmp_path / "timing.json").read_text())["invocations"]) == 4
 
 
 def test_a_new_directory_continues_the_ledger_of_the_comparison_its_cache_committed(tmp_path, monkeypatch, capsys):

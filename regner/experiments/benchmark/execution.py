@@ -223,6 +223,12 @@ class Ledger:
     def __init__(self, out: Path):
         self.path, self.start = out / "timing.json", time.time()
         self.data = read_json(self.path) or {"invocations": []}
+        # this invocation's place in the list: two invocations started within one second (a cache-only one
+        # takes less) have the same "started", which must not make the second replace the first
+        self.index = len(self.data["invocations"])
+
+    def _others(self) -> list[dict]:
+        return [r for i, r in enumerate(self.data["invocations"]) if i != self.index]
 
     def save(self, finished: bool | None = None) -> None:
         """Record this invocation so far (``finished`` None: still running, as written every minute while
@@ -232,8 +238,7 @@ class Ledger:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start))
         entry = {"started": started, "seconds": round(time.time() - self.start, 1), "finished": bool(finished),
                  "machine": machine_description()}
-        runs = [r for r in self.data["invocations"] if r.get("started") != started]
-        atomic_write_json(self.path, {**self.data, "invocations": [*runs, entry]})
+        atomic_write_json(self.path, {**self.data, "invocations": [*self._others(), entry]})
         self.saved = time.time()
 
     def close(self, finished: bool) -> None:
@@ -250,7 +255,7 @@ class Ledger:
 
     def summary(self, include_now: bool = True) -> str:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start))
-        runs = [r for r in self.data["invocations"] if r.get("started") != started]
+        runs = self._others()
         total = sum(i["seconds"] for i in runs) + (time.time() - self.start if include_now else 0.0)
         first = min([started, *(r["started"] for r in runs)]) if include_now else \
             min((r["started"] for r in runs), default=started)
