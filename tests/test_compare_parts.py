@@ -117,6 +117,9 @@ def test_the_cache_reads_run_directories_and_archives_and_skips_unfinished_runs(
     collapsed = index.get(identity_key(config(seed=3)))
     assert collapsed.collapsed and collapsed.location.endswith("runs.jsonl.gz::a/seed-3")
     assert index.get(identity_key(config(seed=2))) is None
+    with gzip.open(tmp_path / "again.jsonl.gz", "wt", encoding="utf-8") as handle:  # an archive of the same run
+        handle.write(json.dumps({"run": "done", "files": run_files(0.5)}) + "\n")
+    assert index.scan(tmp_path / "again.jsonl.gz") == 0 and index.present[str(tmp_path / "again.jsonl.gz")] == 1
 
 
 # -- racing ----------------------------------------------------------------------------------------------

@@ -110,7 +110,8 @@ class RunIndex:
 
     def __init__(self):
         self.runs: dict[str, CachedRun] = {}
-        self.scanned: dict[str, int] = {}  # root -> runs found
+        self.scanned: dict[str, int] = {}  # root -> runs it added (not found under an earlier root)
+        self.present: dict[str, int] = {}  # root -> finished runs it holds, added or not
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -136,14 +137,16 @@ class RunIndex:
         """Add every finished run under ``root`` (a directory, or a ``runs.jsonl.gz``); returns how many."""
         root = Path(root)
         before = len(self.runs)
+        runs = []
         if root.is_file() or (root / ARCHIVE).is_file():
             archive = root if root.is_file() else root / ARCHIVE
             fingerprints = root_fingerprints(archive.parent)
             for record in read(archive):
-                self.add(_parse(record["files"], f"{archive}::{record['run']}", fingerprints))
+                runs.append(_parse(record["files"], f"{archive}::{record['run']}", fingerprints))
+                self.add(runs[-1])
         if root.is_dir():
             fingerprints = root_fingerprints(root)
-            for directory in run_directories(root):
-                self.add_directory(directory, fingerprints)
+            runs += [self.add_directory(directory, fingerprints) for directory in run_directories(root)]
+        self.present[str(root)] = len({run.key for run in runs if run is not None and run.usable})
         self.scanned[str(root)] = len(self.runs) - before
         return self.scanned[str(root)]

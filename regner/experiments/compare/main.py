@@ -112,8 +112,9 @@ def gather(out: Path, profile: CompareProfile) -> RunIndex:
     for root in profile.cache:
         if not Path(root).exists():
             raise CompareError(f"cache: {root} does not exist (a run directory tree or a runs.jsonl.gz archive)")
-        found = index.scan(root)
-        say(f"cache: {found} finished run(s) in {root}")
+        added, present = index.scan(root), index.present[str(root)]
+        known = "" if added == present else f" ({present - added} of them already found above)"
+        say(f"cache: {present} finished run(s) in {root}{known}")
     return index
 
 
