@@ -9,8 +9,9 @@ cache needs to recognise the runs), its ``report.md``/``summary.json``/``learnin
 ledger ``timing.json`` when there are any, every finished run's (completed, or diverged: the results the run
 cache reuses, a diverged one as F1 0)
 four small files in one ``runs.jsonl.gz`` (regner/runs/archive.py; unfinished runs are left out: their saved
-state holds weights) and ``runs.md``, a table of those runs (per dataset and method: each seed's dev and test
-F1, epochs and wall time, and the paired test-F1 difference to ``none`` on the seeds both have) — the numbers
+state holds weights) and ``runs.md``, a table of those runs (per dataset, regime and method: each seed's dev and
+test F1, epochs and wall time, and the paired test-F1 difference to the same regime's ``none`` on the seeds both
+have) — the numbers
 of a partial comparison before its first look is complete. Add DEST to the profile's ``cache`` to reuse them.
 """
 
@@ -36,33 +37,39 @@ FINISHED = ("completed", "diverged")
 
 
 def table(runs: dict[Path, str], root: Path) -> str:
-    """Per (dataset, method): each seed's numbers, and the paired test-F1 difference to none; ``runs`` maps
-    each finished run's directory to its state."""
-    cells: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    """Per (dataset, regime, method): each seed's numbers, and the paired test-F1 difference to none of the same
+    dataset and regime; ``runs`` maps each finished run's directory to its state."""
+    cells: dict[tuple[str, str, str], dict[int, dict]] = defaultdict(dict)
     for run, state in runs.items():
         name, seed = run.relative_to(root).parts[-2:]
-        dataset, _regime, method, *strength = name.split(".", 3)  # a raced run: <method>.<strength value>
-        method = f"{method}@{strength[0]}" if strength else method
+        dataset, regime, method, *strength = name.split(".", 3)  # a raced run: <method>.<strength value>
+        cell = cells[(dataset, regime, f"{method}@{strength[0]}" if strength else method)]
         if state == "diverged":
-            cells[(dataset, method)][int(seed.split("-")[1])] = {"test": 0.0, "diverged": True}
+            cell[int(seed.split("-")[1])] = {"test": 0.0, "diverged": True}
             continue
         metrics = json.loads((run / "metrics.json").read_text())
-        cells[(dataset, method)][int(seed.split("-")[1])] = {
+        cell[int(seed.split("-")[1])] = {
             "dev": metrics["dev"]["f1"], "test": (metrics.get("test") or {}).get("f1", float("nan")),
             "epochs": metrics.get("epochs"), "best": metrics.get("best_epoch"),
             "minutes": metrics["train"]["wall_time_s"] / 60}
-    lines = ["| dataset | method | seed: test F1 (dev F1; best/epochs; minutes) | paired Δ test F1 vs none (points) |",
-             "|---|---|---|---|"]
-    for (dataset, method), seeds in sorted(cells.items()):
+    lines = ["| dataset | regime | method | seed: test F1 (dev F1; best/epochs; minutes) | "
+             "paired Δ test F1 vs none (points) |", "|---|---|---|---|---|"]
+    for (dataset, regime, method), seeds in sorted(cells.items()):
         shown = "; ".join(f"{s}: diverged (F1 0)" if r.get("diverged") else
                           f"{s}: {r['test']:.4f} ({r['dev']:.4f}; {r['best']}/{r['epochs']}; {r['minutes']:.1f})"
                           for s, r in sorted(seeds.items()))
-        none = cells.get((dataset, "none"), {})
+        none = cells.get((dataset, regime, "none"), {})
         shared = sorted(set(seeds) & set(none))
-        delta = "—" if method == "none" or not shared else (
-            f"{100 * statistics.fmean(seeds[s]['test'] - none[s]['test'] for s in shared):+.2f} "
-            f"(seeds {', '.join(map(str, shared))})")
-        lines.append(f"| {dataset} | {method} | {shown} | {delta} |")
+        if method == "none":
+            delta = "—"
+        elif not none:
+            delta = "— (none's runs are not in this directory: the comparison read them from its cache)"
+        elif not shared:
+            delta = "— (no seed shared with none)"
+        else:
+            delta = (f"{100 * statistics.fmean(seeds[s]['test'] - none[s]['test'] for s in shared):+.2f} "
+                     f"(seeds {', '.join(map(str, shared))})")
+        lines.append(f"| {dataset} | {regime} | {method} | {shown} | {delta} |")
     return "\n".join(lines)
 
 

@@ -77,7 +77,9 @@ def test_archive_comparison_keeps_finished_runs_records_and_a_paired_table(tmp_p
     out, dest = tmp_path / "compare", tmp_path / "archive"
     runs = {"d.pretrained.none/seed-1": (0.50, "completed"), "d.pretrained.none/seed-2": (0.40, "completed"),
             "d.pretrained.vat/seed-1": (0.53, "completed"), "d.pretrained.vat/seed-2": (0.39, "completed"),
-            "d.pretrained.vat/seed-3": (0.45, "running"), "d.pretrained.rdrop.0.3/seed-101": (0.47, "completed")}
+            "d.pretrained.vat/seed-3": (0.45, "running"), "d.pretrained.rdrop.0.3/seed-101": (0.47, "completed"),
+            "d.random.none/seed-1": (0.20, "completed"), "d.random.vat/seed-1": (0.26, "completed"),
+            "d.pretrained.fgm/seed-1": (0.52, "completed"), "e.pretrained.vat/seed-1": (0.30, "completed")}
     for name, (f1, status) in runs.items():
         run = out / "runs" / name
         run.mkdir(parents=True)
@@ -92,15 +94,18 @@ def test_archive_comparison_keeps_finished_runs_records_and_a_paired_table(tmp_p
     result = subprocess.run([sys.executable, "scripts/archive_comparison.py", str(out), str(dest)], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "5 finished run(s)" in result.stdout  # the running seed-3 is left out
+    assert "9 finished run(s)" in result.stdout  # the running seed-3 is left out
     assert sorted(p.name for p in dest.iterdir()) == ["comparison.yaml", "runs.jsonl.gz", "runs.md", "timing.json"]
     with gzip.open(dest / "runs.jsonl.gz", "rt", encoding="utf-8") as handle:
-        assert len(handle.readlines()) == 5
+        assert len(handle.readlines()) == 9
     table = (dest / "runs.md").read_text().splitlines()
-    vat = next(line for line in table if "| vat |" in line)
+    vat = next(line for line in table if "| d | pretrained | vat |" in line)
     # paired Δ on seeds 1, 2: ((0.53 − 0.50) + (0.39 − 0.40)) / 2 = +0.01 → +1.00 points
     assert vat.endswith("| +1.00 (seeds 1, 2) |") and "1: 0.5300 (0.5400; 4/5; 1.5)" in vat
-    assert any("| rdrop@0.3 | 101: 0.4700" in line for line in table)
+    # the random-init regime's vat is its own row, paired with the random-init none: +6.00, not with the pretrained one
+    assert next(line for line in table if "| d | random | vat |" in line).endswith("| +6.00 (seeds 1) |")
+    assert any("| d | pretrained | rdrop@0.3 | 101: 0.4700" in line and "no seed shared" in line for line in table)
+    assert "not in this directory" in next(line for line in table if "| e | pretrained | vat |" in line)
 
 
 def test_archive_comparison_keeps_a_diverged_run_as_the_run_cache_reuses_it(tmp_path):
@@ -121,4 +126,4 @@ def test_archive_comparison_keeps_a_diverged_run_as_the_run_cache_reuses_it(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 finished run(s)" in result.stdout
     noise = next(line for line in (dest / "runs.md").read_text().splitlines() if "| noise |" in line)
-    assert noise == "| d | noise | 1: diverged (F1 0) | -40.00 (seeds 1) |"
+    assert noise == "| d | pretrained | noise | 1: diverged (F1 0) | -40.00 (seeds 1) |"
