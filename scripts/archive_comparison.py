@@ -11,8 +11,8 @@ cache reuses, a diverged one as F1 0)
 four small files in one ``runs.jsonl.gz`` (regner/runs/archive.py; unfinished runs are left out: their saved
 state holds weights) and ``runs.md``, a table of those runs (per dataset, regime and method: each seed's dev and
 test F1, epochs and wall time, and the paired test-F1 difference to the same regime's ``none`` on the seeds both
-have) — the numbers
-of a partial comparison before its first look is complete. Add DEST to the profile's ``cache`` to reuse them.
+have) — the numbers of a partial comparison before its first look is complete. Add DEST to the profile's
+``cache`` to reuse them.
 """
 
 from __future__ import annotations
