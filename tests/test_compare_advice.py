@@ -123,8 +123,15 @@ def test_an_interval_wider_than_any_f1_difference_is_not_quoted_as_a_possible_ga
     wide = [{"method": m, "level": 0.025, "pooled": SimpleNamespace(estimate=e, ci=(e - h, e + h), k=2)}
             for m, e, h in (("a", 0.01, 0.3), ("b", 0.02, 3.5))]
     text = advice.paragraph(rows, wide, 0.01)
-    assert "no gain is ruled out yet: the widest interval (b) reaches past +100 points" in text
-    assert "gains up to" not in text  # b's upper end, +352 points, is no gain an F1 can make
+    # b's upper end, +352 points, is no gain an F1 can make: a's bound is quoted, b is named apart
+    assert ("gains up to +31.00 points (a) are not ruled out; for b no gain is ruled out yet: its interval reaches "
+            "past +100 points") in text and "gains up to +352" not in text
+    both_wide = [{**e, "pooled": SimpleNamespace(estimate=0.0, ci=(-h, h), k=2)} for e, h in zip(wide, (1.2, 3.5))]
+    assert "no gain is ruled out yet: the widest interval (a, b) reaches past +100 points" in advice.paragraph(
+        rows, both_wide, 0.01)
+    three = [*wide, {**wide[0], "method": "c", "pooled": SimpleNamespace(estimate=0.0, ci=(-0.04, 0.04), k=3)}]
+    assert "gains up to +31.00 points (a) are not ruled out; the tightest bound is c's, +4.00 points; for b" in (
+        advice.paragraph(rows, three, 0.01))
     narrow = [{**wide[0]}, {**wide[1], "pooled": SimpleNamespace(estimate=0.02, ci=(-0.03, 0.07), k=2)}]
     assert "gains up to +31.00 points (a) are not ruled out" in advice.paragraph(rows, narrow, 0.01)
     alone = advice.paragraph(rows, [], 0.01)  # nothing pooled: the rows' unadjusted intervals

@@ -37,6 +37,24 @@ def not_ruled_out(upper: float, who: str) -> str:
     return f"gains up to {points(upper)} points ({who}) are not ruled out"
 
 
+def open_gains(pooled: list[dict]) -> str:
+    """What the pooled intervals leave open, in words: the largest upper end among those within +100 points and the
+    tightest one; the methods whose interval passes +100 points (a pool of 2 datasets on 1 degree of freedom can) are
+    named apart, instead of letting one of them say that no gain is ruled out for any method."""
+    bounded = sorted((e for e in pooled if e["pooled"].ci[1] < 1), key=lambda e: e["pooled"].ci[1])
+    wide = [e["method"] for e in pooled if e["pooled"].ci[1] >= 1]
+    if not bounded:
+        return not_ruled_out(max(e["pooled"].ci[1] for e in pooled), ", ".join(wide))
+    parts = [not_ruled_out(bounded[-1]["pooled"].ci[1], bounded[-1]["method"])]
+    if len(bounded) > 1:
+        parts.append(f"the tightest bound is {bounded[0]['method']}'s, {points(bounded[0]['pooled'].ci[1])} points")
+    if wide:
+        reach = "its interval reaches" if len(wide) == 1 else "their intervals reach"
+        parts.append(f"for {', '.join(wide)} no gain is ruled out yet: {reach} past +100 points, more than any F1 "
+                     "difference can be")
+    return "; ".join(parts)
+
+
 def _cost(rows: list[dict], method: str) -> str:
     time = _ratio([r["time_ratio"] for r in rows if r["method"] == method])
     memory = _ratio([r.get("memory_ratio", math.nan) for r in rows if r["method"] == method])
@@ -108,11 +126,10 @@ def paragraph(rows: list[dict], pooled: list[dict], delta: float) -> str:
                     f"{points(pick.ci[0])} to {points(pick.ci[1])}), at {_cost(rows, cheapest['method'])}."
                     + (f" Also beyond noise, at a higher cost: {', '.join(others)}." if others else "") + avoid)
         top = max(pooled, key=lambda e: e["pooled"].estimate)
-        reach = max(pooled, key=lambda e: e["pooled"].ci[1])
         text = (f"**none of them, at this precision**: no method's pooled gain over none is beyond noise at level "
                 f"{level:.2g} (α split over the {len(pooled)} methods pooled). The largest pooled estimate is "
                 f"{top['method']}'s, {points(top['pooled'].estimate)} points ({points(top['pooled'].ci[0])} to "
-                f"{points(top['pooled'].ci[1])}); {not_ruled_out(reach['pooled'].ci[1], reach['method'])}.")
+                f"{points(top['pooled'].ci[1])}); {open_gains(pooled)}.")
         if better:
             text += " On single datasets: " + "; ".join(
                 f"{r['method']} is better than none on {r['dataset']} ({points(r['delta'])})" for r in better) + "."
