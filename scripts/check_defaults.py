@@ -9,8 +9,9 @@
 For each dataset it trains `none` and each regularizer with nothing but its defaults (one seed, the
 default tiny encoder, a fixed training subset) and fails when a regularizer collapses: dev F1 below
 0.05, below half of `none`'s, or a non-finite loss. Defaults are what a new user runs first, on data
-nobody tuned them for; a default that collapses somewhere is a bug. Runs are resumable (a run with a
-metrics.json is not repeated) and the table goes to <out>/defaults.md. `scripts/benchmark.py` runs
+nobody tuned them for; a default that collapses somewhere is a bug. Calls are resumable (a run with a
+metrics.json is not repeated; a run a stopped call left unfinished continues from its saved state) and the
+table goes to <out>/defaults.md. `scripts/benchmark.py` runs
 this check before its matrix.
 
 `--chosen SUMMARY` (a `regner compare` summary.json) adds every strength the comparison's racing chose,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from regner.experiments.report.records import COLLAPSE_F1, collect_runs  # noqa: E402
+from regner.runs.directory import LAST_STATE  # noqa: E402
 
 DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.train",
             "msra": "msra/msra_train_bio", "people_daily": "people_daily/dev.txt"}
@@ -59,10 +62,15 @@ def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
         for run_dir, overrides in settings:
             if (run_dir / "metrics.json").exists():
                 continue
-            command = [sys.executable, "-m", "regner.cli", "train", f"data={dataset}", *overrides,
-                       f"seed={args.seed}", f"trainer.max_epochs={args.max_epochs}", "trainer.progress=false",
-                       f"data.max_train_samples={args.train_samples}", f"data.max_eval_samples={args.eval_samples}",
-                       f"hydra.run.dir={run_dir}", *args.overrides]
+            if (run_dir / LAST_STATE).exists():  # a call stopped mid-run: continue that run from its saved state
+                command = [sys.executable, "-m", "regner.cli", "train", f"resume={run_dir}", "trainer.progress=false"]
+            else:
+                if run_dir.exists():  # stopped before its first saved state: nothing to continue, and regner
+                    shutil.rmtree(run_dir)  # refuses to start a new run in a directory that holds one
+                command = [sys.executable, "-m", "regner.cli", "train", f"data={dataset}", *overrides,
+                           f"seed={args.seed}", f"trainer.max_epochs={args.max_epochs}", "trainer.progress=false",
+                           f"data.max_train_samples={args.train_samples}",
+                           f"data.max_eval_samples={args.eval_samples}", f"hydra.run.dir={run_dir}", *args.overrides]
             log.write("$ " + " ".join(command[2:]) + "\n")
             log.flush()
             subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
