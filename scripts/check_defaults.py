@@ -78,10 +78,12 @@ def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
 
 def verdicts(out: Path, datasets: list[str], regularizers: list[str] = REGULARIZERS,
              chosen: list[str] = ()) -> tuple[str, list[str]]:
-    """The table and the problems; ``chosen`` names the method@value runs under ``out/chosen/<dataset>/``."""
+    """The table and the problems, from the runs :func:`run_dataset` writes: ``out/<dataset>/<regularizer>/``, and
+    ``chosen`` names the method@value runs under ``out/chosen/<dataset>/``. Runs are found by their directory, not
+    by the dataset their metrics name (a description such as "weibo (weiboNER_2nd_conll.train, …)")."""
     chosen_root = out / "chosen"
-    records = [r for r in collect_runs([out]) if r.dataset in datasets and chosen_root not in r.path.parents]
-    by_key = {(r.dataset, r.regularizer): r for r in records}
+    records = [r for r in collect_runs([out]) if r.path.parent.name in datasets and chosen_root not in r.path.parents]
+    by_key = {(r.path.parent.name, r.path.name): r for r in records}
     if chosen:
         by_key |= {(r.path.parent.name, r.path.name): r for r in collect_runs([chosen_root]) if chosen_root.is_dir()}
     lines = ["| dataset | regularizer | dev F1 | test F1 | vs none (dev) | status |", "|---|---|---|---|---|---|"]

@@ -47,9 +47,11 @@ def test_check_defaults_flags_a_default_that_collapses(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     scores = {"none": 0.60, "rdrop": 0.58, "vat": 0.20, "fgm": 0.61, "gp": 0.59}
-    for job, (regularizer, f1) in enumerate(scores.items()):
-        fake_run(tmp_path, "weibo", job, regularizer, f1, 1, dataset="weibo")
-    fake_run(tmp_path, "weibo", 9, "noise", 0, 1, dataset="weibo", status="failed", diverged=True)
+    label = "weibo (weiboNER_2nd_conll.train, weiboNER_2nd_conll.dev, weiboNER_2nd_conll.test)"  # as metrics name it
+    for job, (regularizer, f1) in enumerate(scores.items()):  # laid out as run_dataset writes them
+        fake_run(tmp_path, "weibo", job, regularizer, f1, 1, dataset=label).rename(tmp_path / "weibo" / regularizer)
+    fake_run(tmp_path, "weibo", 9, "noise", 0, 1, dataset=label, status="failed", diverged=True).rename(
+        tmp_path / "weibo" / "noise")
     table, problems = module.verdicts(tmp_path, ["weibo"], list(scores) + ["noise"])
     assert sorted(p.split(":")[0] for p in problems) == ["weibo/noise", "weibo/vat"]
     _, every = module.verdicts(tmp_path, ["weibo"])  # by default every regularizer: the ones not run are problems
