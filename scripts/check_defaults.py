@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from regner.experiments.report.records import COLLAPSE_F1, collect_runs  # noqa: E402
-from regner.runs.directory import LAST_STATE  # noqa: E402
+from regner.runs.directory import LAST_STATE, lock_holder  # noqa: E402
 
 DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.train",
             "msra": "msra/msra_train_bio", "people_daily": "people_daily/dev.txt"}
@@ -61,6 +61,9 @@ def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
     with (out / f"{dataset}.log").open("a", encoding="utf-8") as log:
         for run_dir, overrides in settings:
             if (run_dir / "metrics.json").exists():
+                continue
+            if lock_holder(run_dir) is not None:  # another call is training it right now: leave it to that call
+                log.write(f"{run_dir}: being trained by another process; skipped\n")
                 continue
             if (run_dir / LAST_STATE).exists():  # a call stopped mid-run: continue that run from its saved state
                 command = [sys.executable, "-m", "regner.cli", "train", f"resume={run_dir}", "trainer.progress=false"]

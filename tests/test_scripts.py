@@ -74,8 +74,11 @@ def test_check_defaults_flags_a_default_that_collapses(tmp_path):
 
 
 def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_with_nothing_saved(tmp_path, monkeypatch):
+    import fcntl
     import importlib.util
     from types import SimpleNamespace
+
+    from regner.runs.directory import LOCK_FILE
 
     spec = importlib.util.spec_from_file_location("check_defaults", REPO / "scripts" / "check_defaults.py")
     module = importlib.util.module_from_spec(spec)
@@ -87,14 +90,21 @@ def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_wit
     (saved / module.LAST_STATE).write_bytes(b"state")
     (bare / "config.yaml").parent.mkdir(parents=True)
     (bare / "config.yaml").write_text("seed: 1\n")  # stopped before its first checkpoint
+    busy = tmp_path / "weibo" / "fgm"  # another call is training it: neither resumed nor removed
+    busy.mkdir()
+    holder = open(busy / LOCK_FILE, "w")
+    fcntl.flock(holder, fcntl.LOCK_EX)
     commands = []
     monkeypatch.setattr(module.subprocess, "run", lambda command, **kw: commands.append(command[3:]))
-    args = SimpleNamespace(regularizers=["none", "rdrop", "vat"], chosen={}, seed=1, max_epochs=2, train_samples=10,
-                           eval_samples=10, overrides=[])
-    module.run_dataset("weibo", tmp_path, args, threads=1)
+    args = SimpleNamespace(regularizers=["none", "rdrop", "vat", "fgm"], chosen={}, seed=1, max_epochs=2,
+                           train_samples=10, eval_samples=10, overrides=[])
+    try:
+        module.run_dataset("weibo", tmp_path, args, threads=1)
+    finally:
+        holder.close()
     assert commands[0] == ["train", f"resume={saved}", "trainer.progress=false"]  # none: finished, not rerun
     assert commands[1][:2] == ["train", "data=weibo"] and f"hydra.run.dir={bare}" in commands[1]
-    assert not bare.exists() and (saved / module.LAST_STATE).exists() and len(commands) == 2
+    assert not bare.exists() and (saved / module.LAST_STATE).exists() and len(commands) == 2 and busy.is_dir()
 
 
 def test_archive_comparison_keeps_finished_runs_records_and_a_paired_table(tmp_path):
