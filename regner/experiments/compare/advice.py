@@ -15,7 +15,7 @@ import statistics
 from typing import Any
 
 from regner.experiments.compare.formatting import points
-from regner.experiments.compare.pooling import MIN_SEEDS, dataset_effect, random_effects
+from regner.experiments.compare.pooling import dataset_effects, random_effects
 
 
 def _ratio(values: list[float]) -> float:
@@ -61,27 +61,6 @@ def _cost(rows: list[dict], method: str) -> str:
     parts = [f"{time:.2f}× none's time" if math.isfinite(time) else "",
              f"{memory:.2f}× its memory" if math.isfinite(memory) else ""]
     return ", ".join(p for p in parts if p) or "cost not measured"
-
-
-def dataset_effects(cells: dict, method: str) -> tuple[list[tuple[float, float]], list[str], list[str]]:
-    """What a method pools over ``cells`` ({dataset: its comparison}): each dataset's (mean, variance) with
-    its name, where it has MIN_SEEDS seeds or more and some spread, and the datasets left out because the
-    method was unstable there."""
-    effects, names, unstable = [], [], []
-    for dataset, comparison in cells.items():
-        state = comparison.states.get(method)
-        if state is None or state.decision is None:  # not compared on this dataset, or no look yet
-            continue
-        if state.decision.state == "unstable":
-            unstable.append(dataset)
-            continue
-        if state.decision.n < MIN_SEEDS:
-            continue
-        differences = comparison.differences(method)[:state.decision.n]
-        if statistics.variance(differences) > 0:
-            effects.append(dataset_effect(differences))
-            names.append(dataset)
-    return effects, names, unstable
 
 
 def adjusted_pooled(driver, regime: str, alpha: float) -> list[dict[str, Any]]:

@@ -72,9 +72,9 @@ def claim(out: Path, identity: str) -> None:
 
 
 def committed_ledger(out: Path, profile: CompareProfile, identity: str) -> tuple[Path, dict, float] | None:
-    """(root, ledger, its hours) a new comparison directory takes over: the ledger that of a ``cache`` root which committed this
-    comparison (its ``comparison.yaml`` is this one's, encoder fingerprint included), so ``budget.max_hours``
-    counts the wall time the committed runs cost. A clone then reproduces the committed edition from the
+    """(root, ledger, its hours) that a new comparison directory takes over: the ledger of a ``cache`` root which
+    committed this comparison (its ``comparison.yaml`` is this one's, encoder fingerprint included), so
+    ``budget.max_hours`` counts the wall time the committed runs cost. A clone then reproduces the committed edition from the
     cache, and continues a partial one to the same budget, instead of spending a whole new budget beyond it.
     None where ``out`` has its own ledger or no root committed this comparison."""
     if (out / "timing.json").exists():

@@ -42,6 +42,27 @@ def dataset_effect(differences: list[float]) -> tuple[float, float]:
     return statistics.fmean(differences), statistics.variance(differences) / len(differences)
 
 
+def dataset_effects(cells: dict, method: str) -> tuple[list[tuple[float, float]], list[str], list[str]]:
+    """What a method pools over ``cells`` ({dataset: its comparison}): each dataset's (mean, variance) with
+    its name, where its last look had MIN_SEEDS seeds or more and some spread, and the datasets left out
+    because the method was unstable there. The pooled rows of the report and "What to use" both read it."""
+    effects, names, unstable = [], [], []
+    for dataset, comparison in cells.items():
+        state = comparison.states.get(method)
+        if state is None or state.decision is None:  # not compared on this dataset, or no look yet
+            continue
+        if state.decision.state == "unstable":
+            unstable.append(dataset)
+            continue
+        if state.decision.n < MIN_SEEDS:
+            continue
+        differences = comparison.differences(method)[:state.decision.n]
+        if statistics.variance(differences) > 0:
+            effects.append(dataset_effect(differences))
+            names.append(dataset)
+    return effects, names, unstable
+
+
 def random_effects(effects: list[tuple[float, float]], confidence: float = 0.95) -> Pooled:
     """Pool (effect, variance) pairs, one per dataset."""
     if len(effects) < 2:

@@ -12,7 +12,7 @@ from regner.experiments.benchmark.profile import value_label
 from regner.experiments.compare import advice, contrasts, curves
 from regner.experiments.compare.engine import BASELINE
 from regner.experiments.compare.formatting import mde_text, points, ratio
-from regner.experiments.compare.pooling import MIN_SEEDS, Pooled, random_effects
+from regner.experiments.compare.pooling import MIN_SEEDS, Pooled, dataset_effects, random_effects
 from regner.experiments.compare.sequential import Decision, Design, t_one_sided
 
 SPENDING_NAMES = {"obrien_fleming": "O'Brien–Fleming-type", "pocock": "Pocock-type"}
@@ -124,7 +124,7 @@ def pooled_rows(driver) -> list[dict[str, Any]]:
     for regime in regimes:
         cells = {d: c for (d, r), c in driver.comparisons.items() if r == regime}
         for method in dict.fromkeys(m for c in cells.values() for m in c.states):
-            effects, names, left_out = advice.dataset_effects(cells, method)
+            effects, names, left_out = dataset_effects(cells, method)
             if len(effects) < 2:
                 continue
             pooled = random_effects(effects)
