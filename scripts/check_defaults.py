@@ -84,11 +84,9 @@ def verdicts(out: Path, datasets: list[str], regularizers: list[str] = REGULARIZ
     """The table and the problems, from the runs :func:`run_dataset` writes: ``out/<dataset>/<regularizer>/``, and
     ``chosen`` names the method@value runs under ``out/chosen/<dataset>/``. Runs are found by their directory, not
     by the dataset their metrics name (a description such as "weibo (weiboNER_2nd_conll.train, …)")."""
-    chosen_root = out / "chosen"
-    records = [r for r in collect_runs([out]) if r.path.parent.name in datasets and chosen_root not in r.path.parents]
-    by_key = {(r.path.parent.name, r.path.name): r for r in records}
-    if chosen:
-        by_key |= {(r.path.parent.name, r.path.name): r for r in collect_runs([chosen_root]) if chosen_root.is_dir()}
+    homes = {out.resolve(), (out / "chosen").resolve()}  # a default is out/<dataset>/<name>, a chosen strength
+    by_key = {(r.path.parent.name, r.path.name): r  # out/chosen/<dataset>/<method@value>: one scan finds both
+              for r in collect_runs([out]) if r.path.resolve().parent.parent in homes}
     lines = ["| dataset | regularizer | dev F1 | test F1 | vs none (dev) | status |", "|---|---|---|---|---|---|"]
     problems = []
     for dataset in datasets:
