@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def main() -> None:
               f"{args.seed}, default tiny encoder, ≤ {args.max_epochs} epochs, ≤ {args.train_samples} training and "
               f"≤ {args.eval_samples} dev/test sentences; collapsed = dev F1 < max({COLLAPSE_F1}, ½·none) or a "
               f"non-finite loss. Took {(time.time() - start) / 60:.1f} min this call. "
-              f"Reproduce: `python scripts/check_defaults.py`.\n\n")
+              f"Reproduce: `{shlex.join(['python', 'scripts/check_defaults.py', *sys.argv[1:]])}`.\n\n")
     (out / "defaults.md").write_text(header + table + "\n", encoding="utf-8")
     print(table)
     if problems:

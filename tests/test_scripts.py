@@ -1,6 +1,7 @@
 """The helper scripts run (CI-sized) and print what they promise."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,32 @@ def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_wit
     assert commands[0] == ["train", f"resume={saved}", "trainer.progress=false"]  # none: finished, not rerun
     assert commands[1][:2] == ["train", "data=weibo"] and f"hydra.run.dir={bare}" in commands[1]
     assert not bare.exists() and (saved / module.LAST_STATE).exists() and len(commands) == 2 and busy.is_dir()
+
+
+def test_check_defaults_writes_a_table_whose_reproduce_line_is_the_call_that_made_it(tmp_path):
+    """Runs already finished are reused (nothing trains here); defaults.md names the exact call, --chosen and all."""
+    from .test_report import fake_run
+
+    data = tmp_path / "data" / "weibo"
+    data.mkdir(parents=True)
+    (data / "weiboNER_2nd_conll.train").write_text("")
+    out = tmp_path / "out"
+    for job, (label, f1) in enumerate({"none": 0.60, "rdrop": 0.58, "chosen/rdrop@3.0": 0.57}.items()):
+        home = out / label.rpartition("/")[0]
+        fake_run(home, "weibo", job, label.split("/")[-1].split("@")[0], f1, 1).rename(
+            home / "weibo" / label.split("/")[-1])
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"chosen": [{"method": "rdrop", "value": 3.0, "key": "alpha",
+                                               "overrides": ["regularizer=rdrop"]}]}))
+    call = ["--datasets", "weibo", "--regularizers", "rdrop", "--max-epochs", "3", "--out", str(out),
+            "--chosen", str(summary)]
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "check_defaults.py"), *call],
+                            capture_output=True, text=True, env={**os.environ,
+                                                                 "REGNER_DATA": str(tmp_path / "data")})
+    assert result.returncode == 0, result.stderr
+    written = (out / "defaults.md").read_text(encoding="utf-8")
+    assert f"Reproduce: `python scripts/check_defaults.py {' '.join(call)}`" in written
+    assert "| weibo | rdrop@3.0 | 0.5700 |" in written and "≤ 3 epochs" in written
 
 
 def test_archive_comparison_keeps_finished_runs_records_and_a_paired_table(tmp_path):
