@@ -174,9 +174,16 @@ def test_pareto_front_keeps_what_nothing_beats():
 
 
 def test_run_states(tmp_path):
+    import fcntl
+
+    from regner.runs.directory import LOCK_FILE
+
     assert run_state(tmp_path / "nothing") == "missing"
     (tmp_path / "a").mkdir()
     assert run_state(tmp_path / "a") == "abandoned"
+    with open(tmp_path / "a" / LOCK_FILE, "w") as holder:  # locked, status.json not written yet: just started
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        assert run_state(tmp_path / "a") == "running"
     (tmp_path / "a" / "status.json").write_text(json.dumps({"status": "running"}))
     assert run_state(tmp_path / "a") == "abandoned"  # no lock, no saved state: killed before its first save
     (tmp_path / "a" / "last").mkdir()

@@ -25,8 +25,10 @@ def run_state(directory: Path) -> str:
     from regner.runs.directory import LAST_STATE, lock_holder
 
     status = read_json(directory / "status.json")
-    if status is None:
-        return "missing" if not directory.exists() else "abandoned"
+    if status is None:  # a run holds its directory's lock before it writes its first status.json
+        if not directory.exists():
+            return "missing"
+        return "running" if lock_holder(directory) is not None else "abandoned"
     state = status.get("status")
     if state == "completed" and (directory / "metrics.json").exists():
         return "completed"
