@@ -9,10 +9,9 @@
 For each dataset it trains `none` and each regularizer with nothing but its defaults (one seed, the
 default tiny encoder, a fixed training subset) and fails when a regularizer collapses: dev F1 below
 0.05, below half of `none`'s, or a non-finite loss. Defaults are what a new user runs first, on data
-nobody tuned them for; a default that collapses somewhere is a bug. Calls are resumable (a run with a
-metrics.json is not repeated; a run a stopped call left unfinished continues from its saved state) and the
-table goes to <out>/defaults.md. `scripts/benchmark.py` runs
-this check before its matrix.
+nobody tuned them for; a default that collapses somewhere is a bug. Calls are resumable (a finished run,
+completed, diverged or failed, is not repeated; a run a stopped call left unfinished continues from its saved
+state) and the table goes to <out>/defaults.md. `scripts/benchmark.py` runs this check before its matrix.
 
 `--chosen SUMMARY` (a `regner compare` summary.json) adds every strength the comparison's racing chose,
 as `method@value` rows under <out>/chosen/: a raced strength is a user's next setting, so it must not
@@ -35,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from regner.experiments.benchmark.runs import FINISHED, run_state  # noqa: E402
 from regner.experiments.report.records import COLLAPSE_F1, collect_runs  # noqa: E402
-from regner.runs.directory import LAST_STATE, lock_holder  # noqa: E402
 
 DATASETS = {"cluener": "cluener/train.json", "weibo": "weibo/weiboNER_2nd_conll.train",
             "msra": "msra/msra_train_bio", "people_daily": "people_daily/dev.txt"}
@@ -61,15 +60,16 @@ def run_dataset(dataset: str, out: Path, args, threads: int) -> None:
     settings += [(out / "chosen" / dataset / label, overrides) for label, overrides in args.chosen.items()]
     with (out / f"{dataset}.log").open("a", encoding="utf-8") as log:
         for run_dir, overrides in settings:
-            if (run_dir / "metrics.json").exists():
+            state = run_state(run_dir)
+            if state in FINISHED:  # completed, diverged or failed: its result is the table's, not repeated
                 continue
-            if lock_holder(run_dir) is not None:  # another call is training it right now: leave it to that call
+            if state == "running":  # another call is training it right now: leave it to that call
                 log.write(f"{run_dir}: being trained by another process; skipped\n")
                 continue
-            if (run_dir / LAST_STATE).exists():  # a call stopped mid-run: continue that run from its saved state
+            if state == "interrupted":  # a call stopped mid-run: continue that run from its saved state
                 command = [sys.executable, "-m", "regner.cli", "train", f"resume={run_dir}", "trainer.progress=false"]
             else:
-                if run_dir.exists():  # stopped before its first saved state: nothing to continue, and regner
+                if state == "abandoned":  # stopped before its first saved state: nothing to continue, and regner
                     shutil.rmtree(run_dir)  # refuses to start a new run in a directory that holds one
                 command = [sys.executable, "-m", "regner.cli", "train", f"data={dataset}", *overrides,
                            f"seed={args.seed}", f"trainer.max_epochs={args.max_epochs}", "trainer.progress=false",

@@ -79,7 +79,7 @@ def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_wit
     import importlib.util
     from types import SimpleNamespace
 
-    from regner.runs.directory import LOCK_FILE
+    from regner.runs.directory import LAST_STATE, LOCK_FILE
 
     spec = importlib.util.spec_from_file_location("check_defaults", REPO / "scripts" / "check_defaults.py")
     module = importlib.util.module_from_spec(spec)
@@ -87,8 +87,13 @@ def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_wit
     done, saved, bare = (tmp_path / "weibo" / r for r in ("none", "rdrop", "vat"))
     done.mkdir(parents=True)
     (done / "metrics.json").write_text("{}")
-    (saved / module.LAST_STATE).parent.mkdir(parents=True)
-    (saved / module.LAST_STATE).write_bytes(b"state")
+    (done / "status.json").write_text('{"status": "completed"}')
+    diverged = tmp_path / "weibo" / "gp"  # finished too: its collapse is the table's verdict, not a run to repeat
+    diverged.mkdir()
+    (diverged / "status.json").write_text('{"status": "failed", "diverged": true}')
+    (saved / LAST_STATE).parent.mkdir(parents=True)
+    (saved / LAST_STATE).write_bytes(b"state")
+    (saved / "status.json").write_text('{"status": "interrupted"}')
     (bare / "config.yaml").parent.mkdir(parents=True)
     (bare / "config.yaml").write_text("seed: 1\n")  # stopped before its first checkpoint
     busy = tmp_path / "weibo" / "fgm"  # another call is training it: neither resumed nor removed
@@ -97,7 +102,7 @@ def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_wit
     fcntl.flock(holder, fcntl.LOCK_EX)
     commands = []
     monkeypatch.setattr(module.subprocess, "run", lambda command, **kw: commands.append(command[3:]))
-    args = SimpleNamespace(regularizers=["none", "rdrop", "vat", "fgm"], chosen={}, seed=1, max_epochs=2,
+    args = SimpleNamespace(regularizers=["none", "rdrop", "vat", "fgm", "gp"], chosen={}, seed=1, max_epochs=2,
                            train_samples=10, eval_samples=10, overrides=[])
     try:
         module.run_dataset("weibo", tmp_path, args, threads=1)
@@ -105,7 +110,7 @@ def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_wit
         holder.close()
     assert commands[0] == ["train", f"resume={saved}", "trainer.progress=false"]  # none: finished, not rerun
     assert commands[1][:2] == ["train", "data=weibo"] and f"hydra.run.dir={bare}" in commands[1]
-    assert not bare.exists() and (saved / module.LAST_STATE).exists() and len(commands) == 2 and busy.is_dir()
+    assert not bare.exists() and (saved / LAST_STATE).exists() and len(commands) == 2 and busy.is_dir()
 
 
 def test_check_defaults_writes_a_table_whose_reproduce_line_is_the_call_that_made_it(tmp_path):
