@@ -38,15 +38,21 @@ def test_benchmark_dry_run_lists_the_tune_sweep_of_each_dataset(tmp_path):
     assert not (tmp_path / "bench").exists()
 
 
-def test_check_defaults_flags_a_default_that_collapses(tmp_path):
-    """A regularizer far below `none` (or diverged, or missing) fails the defaults check."""
+def check_defaults_module():
+    """scripts/check_defaults.py imported as a module (scripts/ is no package)."""
     import importlib.util
-
-    from .test_report import fake_run
 
     spec = importlib.util.spec_from_file_location("check_defaults", REPO / "scripts" / "check_defaults.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_check_defaults_flags_a_default_that_collapses(tmp_path):
+    """A regularizer far below `none` (or diverged, or missing) fails the defaults check."""
+    from .test_report import fake_run
+
+    module = check_defaults_module()
     scores = {"none": 0.60, "rdrop": 0.58, "vat": 0.20, "fgm": 0.61, "gp": 0.59}
     label = "weibo (weiboNER_2nd_conll.train, weiboNER_2nd_conll.dev, weiboNER_2nd_conll.test)"  # as metrics name it
     for job, (regularizer, f1) in enumerate(scores.items()):  # laid out as run_dataset writes them
@@ -76,14 +82,11 @@ def test_check_defaults_flags_a_default_that_collapses(tmp_path):
 
 def test_check_defaults_continues_a_run_a_stopped_call_left_and_restarts_one_with_nothing_saved(tmp_path, monkeypatch):
     import fcntl
-    import importlib.util
     from types import SimpleNamespace
 
     from regner.runs.directory import LAST_STATE, LOCK_FILE
 
-    spec = importlib.util.spec_from_file_location("check_defaults", REPO / "scripts" / "check_defaults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = check_defaults_module()
     done, saved, bare = (tmp_path / "weibo" / r for r in ("none", "rdrop", "vat"))
     done.mkdir(parents=True)
     (done / "metrics.json").write_text("{}")
